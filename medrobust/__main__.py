@@ -1,0 +1,5 @@
+import sys
+
+from medrobust.cli import main
+
+sys.exit(main())

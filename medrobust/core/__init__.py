@@ -1,0 +1,1 @@
+"""Shared robustness building blocks: attacks, defenses, detectors and metrics."""

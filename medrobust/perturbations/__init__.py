@@ -1,0 +1,1 @@
+"""Natural and adversarial perturbation families, and their registry."""

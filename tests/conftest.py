@@ -1,0 +1,38 @@
+"""Fixtures shared by the whole suite. Subpackages keep their own fixtures in their conftest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_root() -> Path:
+    env = os.environ.get("MEDROBUST_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (or $MEDROBUST_SHARED_DATA); skips the test when it is absent."""
+    root = _shared_root()
+    if not root.is_dir():
+        pytest.skip(f"shared development data not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def meta_schema() -> Path:
+    """The offline MONAI bundle metadata schema; skips when absent."""
+    p = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+    if not p.is_file():
+        pytest.skip(f"MONAI meta schema not found at {p}")
+    return p
