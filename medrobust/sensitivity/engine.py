@@ -1,0 +1,563 @@
+"""The batched, resumable perturbation-sensitivity sweep behind ``medrobust sensitivity``.
+
+For every image of a dataset, every family and every severity: perturb the image at its
+native resolution in the ``[0, 1]`` perturbation space (see
+:mod:`medrobust.sensitivity.preprocess`), resize to the model input, and record p(positive)
+and the predicted class. Work is batched: images of the same native shape are grouped (at
+most ``batch_size`` and ``max_buffer_pixels`` at a time), each family/severity is applied to
+chunks of that group (at most ``max_chunk_pixels`` native pixels per call, so full-field
+~2500 x 3300 mammograms stay within memory), and the resized results of all severities go
+through the network ``batch_size`` at a time. Each sample's randomness comes from
+``sample_seed(case_id, family, severity, base_seed=seed)``, so results do not depend on
+batching, ordering or interruptions: a run killed at any point and started again with the
+same arguments computes only what is missing (:class:`~medrobust.sensitivity.store.ResultsStore`).
+
+Example:
+    >>> from medrobust.sensitivity import run_sensitivity  # doctest: +SKIP
+    >>> res = run_sensitivity("bundles/mammogram_perturbation_sensitivity", "sample_data/generated/mammo",
+    ...                       "runs/demo", labels="sample_data/generated/mammo/labels.csv")  # doctest: +SKIP
+    >>> res.summary.head()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from medrobust.data import UnusableImageError, load_image, read_labels, scan_dataset
+from medrobust.models import LoadedModel, file_sha256, load_model
+from medrobust.perturbations.registry import PerturbationContext, PerturbationFamily, get_family, sample_seed
+from medrobust.sensitivity.cnr import contrast_to_noise, find_mask, load_roi_mask
+from medrobust.sensitivity.preprocess import BOUNDS, match_spatial_dims, normalise_image, to_model_input
+from medrobust.sensitivity.store import ResultsStore, format_float
+
+__all__ = ["DEFAULT_FAMILIES", "SensitivityResult", "resolve_plan", "run_sensitivity", "perturb_for_model"]
+
+logger = logging.getLogger(__name__)
+
+#: families swept when none are named (the four of METHODS.md B2 plus blur)
+DEFAULT_FAMILIES = ("gaussian_noise", "fourier_noise", "fourier_lowpass", "fourier_highpass", "gaussian_blur")
+#: bump when the engine changes in a way that changes numbers (part of the run identity)
+ENGINE_VERSION = 1
+
+
+@dataclass
+class SensitivityResult:
+    """What :func:`run_sensitivity` returns.
+
+    Attributes:
+        out: the run folder.
+        predictions: one row per (case, family, severity).
+        summary: per family x severity x subgroup metrics (see :mod:`.summary`).
+        errors: skipped files with stage and reason.
+        n_computed: predictions computed by this call (0 when everything was already done).
+        resumed: whether an earlier run in ``out`` was continued.
+        report: path of ``report.md`` (None when ``report=False``).
+    """
+
+    out: Path
+    predictions: pd.DataFrame
+    summary: pd.DataFrame
+    errors: pd.DataFrame
+    n_computed: int
+    resumed: bool
+    report: Path | None = None
+
+
+def resolve_plan(
+    families: Sequence[str] | str | None = None,
+    severities: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, tuple[float, ...]]:
+    """``{family: severities}`` with severity 0 first (the clean reference) and no duplicates.
+
+    Args:
+        families: names (or one comma-separated string); ``None``: :data:`DEFAULT_FAMILIES`.
+        severities: ``None`` (each family's defaults), one list for every family, or a
+            mapping ``{family: list}`` overriding some of them.
+
+    Raises:
+        ValueError: unknown family, negative or non-finite severity, override for a family
+            not swept.
+    """
+    if families is None:
+        names = list(DEFAULT_FAMILIES)
+    elif isinstance(families, str):
+        names = [f.strip() for f in families.split(",") if f.strip()]
+    else:
+        names = [f.strip() for name in families for f in str(name).split(",") if f.strip()]
+    if not names:
+        raise ValueError("families: no perturbation family given.")
+    names = list(dict.fromkeys(names))
+    fams = {n: get_family(n) for n in names}
+    plan: dict[str, tuple[float, ...]] = {}
+    if isinstance(severities, Mapping):
+        unknown = sorted(set(severities) - set(names))
+        if unknown:
+            raise ValueError(f"severities given for families not swept: {unknown}; swept: {names}.")
+    for n, fam in fams.items():
+        if severities is None:
+            grid = fam.severities
+        elif isinstance(severities, Mapping):
+            grid = severities.get(n, fam.severities)
+        else:
+            grid = severities
+        values = []
+        for s in grid:
+            v = float(s)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"severities for {n!r}: expected finite values >= 0, got {s!r}.")
+            values.append(v)
+        plan[n] = tuple(sorted(set(values) | {0.0}))
+    return plan
+
+
+def perturb_for_model(
+    family: PerturbationFamily,
+    x: torch.Tensor,
+    severity: float,
+    seeds: Sequence[int],
+    model: LoadedModel,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Apply ``family`` to ``x: (B, C, *native)`` in ``[0, 1]`` with per-sample ``seeds``.
+
+    Adversarial families (``needs_model``) get ``ctx.model`` = the differentiable map
+    native image -> resize -> network logits, and ``ctx.target``; other families run without
+    autograd. Returns the perturbed batch, detached.
+    """
+    ctx = PerturbationContext.from_seeds(seeds, device=x.device, bounds=BOUNDS)
+    if family.needs_model:
+        ctx.model = lambda z: model.logits(to_model_input(z, model.spatial_shape, model.in_channels))
+        ctx.target = target
+        with torch.enable_grad():
+            return family.apply(x, severity, ctx).detach()
+    with torch.no_grad():
+        return family.apply(x, severity, ctx)
+
+
+@dataclass
+class _Case:
+    case_id: str
+    x: torch.Tensor  # (C, *native) in [0, 1], CPU
+    label: int | None
+    subgroup: str | None
+    modality: str | None
+    pending: set[tuple[str, float]]
+    roi: torch.Tensor | None = None
+
+
+@dataclass
+class _Sweep:
+    """State of one sweep: buffers of loaded images and of resized images awaiting inference."""
+
+    model: LoadedModel
+    plan: dict[str, tuple[float, ...]]
+    store: ResultsStore
+    seed: int
+    batch_size: int
+    device: torch.device
+    max_chunk_pixels: int
+    max_buffer_pixels: int
+    ring_width: int
+    pbar: Any
+    n_written: int = 0
+    _groups: dict[tuple[int, ...], list[_Case]] = field(default_factory=dict)
+    _queue: list[tuple[torch.Tensor, list[dict]]] = field(default_factory=list)
+    _queued: int = 0
+    _warned: set[str] = field(default_factory=set)
+
+    # -- buffering of loaded images -------------------------------------------------------------
+    def add(self, case: _Case) -> None:
+        key = tuple(case.x.shape)
+        group = self._groups.setdefault(key, [])
+        group.append(case)
+        if len(group) >= self.batch_size:
+            self._run_group(self._groups.pop(key))
+        while self._groups and sum(c.x.numel() for g in self._groups.values() for c in g) > self.max_buffer_pixels:
+            biggest = max(self._groups, key=lambda k: sum(c.x.numel() for c in self._groups[k]))
+            self._run_group(self._groups.pop(biggest))
+
+    def finish(self) -> None:
+        for key in list(self._groups):
+            self._run_group(self._groups.pop(key))
+        self._flush_queue(force=True)
+
+    # -- inference ----------------------------------------------------------------------------------
+    def _logits(self, x_model: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.logits(x_model)
+
+    def _write(self, logits: torch.Tensor, meta: list[dict]) -> None:
+        p = self.model.probability_from_logits(logits).cpu().tolist()
+        cls = self.model.predicted_class(logits).cpu().tolist()
+        rows = [dict(m, p_positive=format_float(pi), predicted_class=int(ci)) for m, pi, ci in zip(meta, p, cls)]
+        self.n_written += self.store.add_predictions(rows)
+        self.pbar.update(len(rows))
+
+    def _flush_queue(self, force: bool = False) -> None:
+        while self._queued >= self.batch_size or (force and self._queued):
+            xs, metas, n = [], [], 0
+            while self._queue and n < self.batch_size:
+                x, meta = self._queue.pop(0)
+                take = min(self.batch_size - n, x.shape[0])
+                xs.append(x[:take])
+                metas.extend(meta[:take])
+                if take < x.shape[0]:
+                    self._queue.insert(0, (x[take:], meta[take:]))
+                n += take
+            self._queued -= n
+            self._write(self._logits(torch.cat(xs)), metas)
+
+    # -- one group of same-shape images -------------------------------------------------------------
+    def _meta(self, case: _Case, family: str, severity: float) -> dict:
+        return {
+            "case_id": case.case_id,
+            "family": family,
+            "severity": format_float(severity),
+            "label": case.label,
+            "subgroup": case.subgroup,
+        }
+
+    def _cnr_rows(self, cases: list[_Case], xp: torch.Tensor, family: str, severity: float) -> None:
+        rows = []
+        for i, case in enumerate(cases):
+            if case.roi is not None:
+                value = float(contrast_to_noise(xp[i : i + 1], case.roi, self.ring_width)[0])
+                rows.append(
+                    {
+                        "case_id": case.case_id,
+                        "family": family,
+                        "severity": format_float(severity),
+                        "cnr": format_float(value),
+                        "roi_pixels": int(case.roi.sum()),
+                        "subgroup": case.subgroup,
+                    }
+                )
+        if rows:
+            self.store.add_cnr(rows)
+
+    def _run_group(self, cases: list[_Case]) -> None:
+        x = torch.stack([c.x for c in cases]).to(self.device)
+        for c in cases:
+            c.x = None  # the stacked copy is the only one kept
+        per_image = int(np.prod(x.shape[1:]))
+        chunk = max(1, self.max_chunk_pixels // per_image)
+        m = self.model
+        # clean pass: severity-0 rows of every family, and targets for adversarial families
+        clean = torch.cat(
+            [
+                self._logits(to_model_input(x[i : i + self.batch_size], m.spatial_shape, m.in_channels))
+                for i in range(0, x.shape[0], self.batch_size)
+            ]
+        )
+        clean_cls = m.predicted_class(clean)
+        targets = torch.tensor(
+            [c.label if c.label is not None else int(k) for c, k in zip(cases, clean_cls.tolist())], device=self.device
+        )
+        for name in self.plan:
+            idx = [i for i, c in enumerate(cases) if (name, 0.0) in c.pending]
+            if idx:
+                self._cnr_rows([cases[i] for i in idx], x[idx], name, 0.0)
+                self._write(clean[idx], [self._meta(cases[i], name, 0.0) for i in idx])
+        for name, grid in self.plan.items():
+            family = get_family(name)
+            self._warn_modality(family, cases)
+            for sev in grid:
+                if sev == 0.0:
+                    continue
+                idx = [i for i, c in enumerate(cases) if (name, sev) in c.pending]
+                for start in range(0, len(idx), chunk):
+                    part = idx[start : start + chunk]
+                    seeds = [sample_seed(cases[i].case_id, name, sev, base_seed=self.seed) for i in part]
+                    xp = perturb_for_model(family, x[part], sev, seeds, m, targets[part])
+                    self._cnr_rows([cases[i] for i in part], xp, name, sev)
+                    with torch.no_grad():
+                        small = to_model_input(xp, m.spatial_shape, m.in_channels).contiguous()
+                    del xp
+                    self._queue.append((small, [self._meta(cases[i], name, sev) for i in part]))
+                    self._queued += len(part)
+                    self._flush_queue()
+
+    def _warn_modality(self, family: PerturbationFamily, cases: list[_Case]) -> None:
+        if family.modalities is None or family.name in self._warned:
+            return
+        others = {c.modality for c in cases if c.modality not in family.modalities}
+        if others:
+            self._warned.add(family.name)
+            logger.warning(
+                "family %s is meant for %s images; applying it to %s", family.name, "/".join(family.modalities), sorted(map(str, others))
+            )
+
+
+def _versions() -> dict[str, str]:
+    import monai
+    import torchio
+
+    import medrobust
+
+    return {
+        "python": platform.python_version(),
+        "medrobust": getattr(medrobust, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "torchio": torchio.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu.")
+    return dev
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
+def run_sensitivity(
+    model: str | Path | torch.nn.Module | LoadedModel,
+    data: str | Path,
+    out: str | Path,
+    *,
+    labels: str | Path | None = None,
+    families: Sequence[str] | str | None = None,
+    severities: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    network_config: str | Path | None = None,
+    input_size: Sequence[int] | None = None,
+    in_channels: int | None = None,
+    positive_class: int = 1,
+    activation: str = "auto",
+    roi_masks: str | Path | None = None,
+    ring_width: int = 5,
+    overwrite: bool = False,
+    progress: bool = True,
+    report: bool = True,
+    examples: bool = True,
+    max_chunk_pixels: int = 1 << 24,
+    max_buffer_pixels: int = 1 << 25,
+) -> SensitivityResult:
+    """Run (or resume) a perturbation-sensitivity sweep and write its results to ``out``.
+
+    Args:
+        model: bundle directory, TorchScript file, state dict file (with ``network_config``),
+            an ``nn.Module`` (with ``input_size``) or a :class:`~medrobust.models.LoadedModel`.
+        data: dataset folder (DICOM / NIfTI / PNG / ITK, scanned by :func:`medrobust.data.scan_dataset`).
+        out: run folder: ``predictions.csv``, ``errors.csv``, ``manifest.json``, ``summary.csv``,
+            ``summary.json``, PNG plots, ``report.md`` (and ``cnr.csv`` with ROI masks).
+        labels: optional labels CSV (``case_id``/``file``, ``label``, optional ``subgroup``).
+        families: family names (default :data:`DEFAULT_FAMILIES`).
+        severities: overrides, see :func:`resolve_plan`.
+        batch_size: images per perturbation group and per network call; does not change results.
+        seed: base seed of every per-sample generator.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        network_config, input_size, in_channels, positive_class, activation: see
+            :func:`medrobust.models.load_model`.
+        roi_masks: optional folder of ROI masks named ``<case_id>.npy/.png/.nii.gz``; adds
+            ROI contrast-to-noise ratios (``cnr.csv``) before and after each perturbation.
+        ring_width: background ring width for the CNR, in native pixels.
+        overwrite: replace a run with different settings in ``out`` instead of failing.
+        progress: show a tqdm progress bar.
+        report: write summary, plots and ``report.md`` at the end.
+        examples: include the example-perturbation grid in the report.
+        max_chunk_pixels: most native pixels (x channels) perturbed in one family call.
+        max_buffer_pixels: most native pixels of loaded images held while grouping by shape.
+
+    Returns:
+        :class:`SensitivityResult`.
+
+    Raises:
+        FileNotFoundError: model, data, labels or ROI folder missing.
+        ValueError: bad arguments; :class:`~medrobust.sensitivity.store.RunIdentityError` when
+            ``out`` holds a run with other settings and not ``overwrite``.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size should be >= 1, got {batch_size}.")
+    data_root = Path(data).expanduser().resolve()
+    if not data_root.exists():
+        raise FileNotFoundError(f"data folder {data_root} does not exist.")
+    labels_path = Path(labels).expanduser().resolve() if labels is not None else None
+    if labels_path is not None and not labels_path.is_file():
+        raise FileNotFoundError(f"labels CSV {labels_path} not found.")
+    roi_dir = Path(roi_masks).expanduser().resolve() if roi_masks is not None else None
+    if roi_dir is not None and not roi_dir.is_dir():
+        raise FileNotFoundError(f"ROI mask folder {roi_dir} not found.")
+    dev = _resolve_device(device)
+    plan = resolve_plan(families, severities)
+    loaded = load_model(
+        model,
+        network_config=network_config,
+        input_size=input_size,
+        in_channels=in_channels,
+        device=dev,
+        activation=activation,
+        positive_class=positive_class,
+    )
+    for name in plan:
+        fam = get_family(name)
+        if loaded.spatial_dims not in fam.spatial_dims:
+            raise ValueError(f"family {name!r} supports {fam.spatial_dims}-D images, the model is {loaded.spatial_dims}-D.")
+    label_map = read_labels(labels_path) if labels_path is not None else {}
+
+    identity = {
+        "engine_version": ENGINE_VERSION,
+        "model_sha256": loaded.sha256,
+        "model_source": loaded.source,
+        "input_shape": [loaded.in_channels, *loaded.spatial_shape],
+        "activation": loaded.activation,
+        "positive_class": loaded.positive_class,
+        "plan": {k: list(v) for k, v in plan.items()},
+        "seed": int(seed),
+        "data": str(data_root),
+        "labels_sha256": file_sha256(labels_path) if labels_path is not None else None,
+        "roi_masks": str(roi_dir) if roi_dir is not None else None,
+        "ring_width": int(ring_width) if roi_dir is not None else None,
+        "normalisation": "per-image min-max of display intensities to [0, 1]; perturb at native resolution",
+    }
+    provenance = {
+        "model": {"name": loaded.name, "source": loaded.source, "sha256": loaded.sha256},
+        "settings": {"batch_size": int(batch_size), "device": str(dev)},
+        "versions": _versions(),
+        "families": {n: get_family(n).description for n in plan},
+    }
+    store = ResultsStore(out)
+    resumed = store.open(identity, provenance=provenance, overwrite=overwrite)
+    try:
+        n_computed = _sweep(
+            loaded, plan, store, data_root, label_map, roi_dir, int(seed), int(batch_size), dev,
+            int(max_chunk_pixels), int(max_buffer_pixels), int(ring_width), progress,
+        )
+    except BaseException:
+        store.close()
+        raise
+    predictions = store.read_predictions()
+    errors = store.read_errors()
+    from medrobust.sensitivity.summary import summarize
+
+    summary = summarize(predictions, plan=plan)
+    report_path = None
+    if report:
+        from medrobust.sensitivity.report import write_outputs
+
+        report_path = write_outputs(
+            store.out, predictions=predictions, summary=summary, errors=errors, cnr=store.read_cnr(),
+            manifest=store.manifest, plan=plan, model=loaded, data_root=data_root, seed=int(seed),
+            examples=examples,
+        )
+    store.finish(n_predictions=len(predictions), n_errors=len(errors), n_cases=int(predictions["case_id"].nunique()))
+    return SensitivityResult(Path(out), predictions, summary, errors, n_computed, resumed, report_path)
+
+
+def _sweep(
+    loaded: LoadedModel,
+    plan: dict[str, tuple[float, ...]],
+    store: ResultsStore,
+    data_root: Path,
+    label_map: dict,
+    roi_dir: Path | None,
+    seed: int,
+    batch_size: int,
+    dev: torch.device,
+    max_chunk_pixels: int,
+    max_buffer_pixels: int,
+    ring_width: int,
+    progress: bool,
+) -> int:
+    items, scan_errors = scan_dataset(data_root)
+    recorded = store.recorded_errors()
+    failed_files = {f for f, stage in recorded if stage in ("load", "input")}
+    new_errors = []
+    for e in scan_errors:
+        rel = _relative(e.path, data_root)
+        if (rel, "scan") not in recorded:
+            new_errors.append({"file": rel, "stage": "scan", "reason": e.reason})
+    if new_errors:
+        store.add_errors(new_errors)
+        for e in new_errors:
+            logger.warning("skipped %s: %s", e["file"], e["reason"])
+    if not items and not scan_errors:
+        raise ValueError(f"no images found under {data_root}.")
+    done = store.done_keys()
+    keys = [(n, s) for n, grid in plan.items() for s in grid]
+    todo = []
+    for it in items:
+        if _relative(it.path, data_root) in failed_files:
+            continue
+        pending = {k for k in keys if (it.case_id, k[0], k[1]) not in done}
+        if pending:
+            todo.append((it, pending))
+    total = sum(len(p) for _, p in todo)
+    logger.info(
+        "%d images, %d families, %d predictions to compute (%d already stored)",
+        len(items), len(plan), total, len(done),
+    )
+    with tqdm(total=total, disable=not progress, unit="pred", desc="sensitivity", dynamic_ncols=True) as pbar:
+        sweep = _Sweep(loaded, plan, store, seed, batch_size, dev, max_chunk_pixels, max_buffer_pixels, ring_width, pbar)
+        for it, pending in todo:
+            case = _load_case(it, pending, loaded, label_map, roi_dir, store, data_root)
+            if case is None:
+                pbar.update(len(pending))
+                continue
+            sweep.add(case)
+        sweep.finish()
+    return sweep.n_written
+
+
+def _load_case(it, pending, loaded: LoadedModel, label_map: dict, roi_dir: Path | None, store: ResultsStore, data_root: Path):
+    rel = _relative(it.path, data_root)
+    stage = "load"
+    try:
+        img = load_image(it)
+        stage = "input"
+        x = match_spatial_dims(normalise_image(img.array), loaded.spatial_dims)
+        if x.shape[0] != loaded.in_channels and x.shape[0] != 1 and loaded.in_channels != 1:
+            raise ValueError(f"image has {x.shape[0]} channels, the model takes {loaded.in_channels}")
+        roi = None
+        if roi_dir is not None:
+            stage = "roi"
+            mask_path = find_mask(roi_dir, it.case_id)
+            if mask_path is not None:
+                roi = load_roi_mask(mask_path, tuple(x.shape[1:]))
+    except (UnusableImageError, ValueError, OSError, RuntimeError) as e:
+        reason = e.reason if isinstance(e, UnusableImageError) else f"{type(e).__name__}: {e}"
+        reason = reason.replace(str(it.path), rel)
+        if stage == "roi":  # the image is fine; only the CNR of this case is lost
+            if (rel, stage) not in store.recorded_errors():
+                store.add_errors([{"file": rel, "stage": stage, "reason": reason}])
+            logger.warning("ROI mask for %s unusable: %s", it.case_id, reason)
+            roi = None
+        else:
+            store.add_errors([{"file": rel, "stage": stage, "reason": reason}])
+            logger.warning("skipped %s: %s", rel, reason)
+            return None
+    lab = label_map.get(it.case_id)
+    return _Case(
+        case_id=it.case_id,
+        x=x,
+        label=lab.label if lab is not None else None,
+        subgroup=lab.subgroup if lab is not None else None,
+        modality=img.modality,
+        pending=pending,
+        roi=roi,
+    )
+

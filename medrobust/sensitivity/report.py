@@ -1,0 +1,234 @@
+"""Write the run's summary files, figures and ``report.md``.
+
+Everything here reads what the sweep stored (predictions, errors, CNR rows, manifest) and
+never a DICOM header: the only per-case text in any output is the de-identified case id.
+
+Example:
+    >>> write_outputs(Path("runs/demo"), predictions=..., summary=..., ...)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from medrobust.models import LoadedModel
+from medrobust.perturbations.registry import get_family, sample_seed
+from medrobust.sensitivity.plots import plot_cnr_curves, plot_example_grid, plot_family_curves
+from medrobust.sensitivity.summary import summarize_cnr
+
+__all__ = ["write_outputs", "example_panels", "markdown_table"]
+
+logger = logging.getLogger(__name__)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A GitHub-flavoured markdown table (no extra dependency); severities printed with ``g``."""
+
+    def fmt(v: Any, col: str) -> str:
+        if isinstance(v, float) and col == "severity":
+            return format(v, "g")
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else format(v, floatfmt)
+        return str(v)
+
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(fmt(v, c) for v, c in zip(row, cols)) + " |")
+    return "\n".join(lines)
+
+
+def _display(x: torch.Tensor, size: int) -> np.ndarray:
+    """``(C, *spatial)`` -> a 2-D grey image at most ``size`` pixels on its longest side."""
+    img = x.float().mean(dim=0)
+    if img.ndim == 3:
+        img = img[..., img.shape[-1] // 2]
+    h, w = img.shape
+    scale = size / max(h, w)
+    if scale < 1:
+        img = F.interpolate(img[None, None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear", antialias=True)[0, 0]
+    return img.clamp(0, 1).cpu().numpy()
+
+
+def _crop_box(x: torch.Tensor, size: int) -> tuple[slice, slice] | None:
+    """A native-resolution window around the brightest local structure (2-D images larger than 2 x size)."""
+    if x.ndim != 3 or min(x.shape[1:]) < 2 * size:
+        return None
+    smooth = F.avg_pool2d(x.float().mean(0)[None, None], 9, stride=1, padding=4)[0, 0]
+    r, c = divmod(int(smooth.argmax()), smooth.shape[1])
+    r0 = min(max(0, r - size // 2), x.shape[1] - size)
+    c0 = min(max(0, c - size // 2), x.shape[2] - size)
+    return slice(r0, r0 + size), slice(c0, c0 + size)
+
+
+def example_panels(
+    model: LoadedModel, x: torch.Tensor, case_id: str, plan: dict[str, tuple[float, ...]], seed: int,
+    *, display_size: int = 320, crop_size: int = 160,
+) -> list[tuple[str, list[tuple[float, np.ndarray]]]]:
+    """Rows of example images: one per family (whole image), plus native-resolution crops for
+    the Fourier filters. ``x: (C, *native)`` in ``[0, 1]``; same seeds as the sweep."""
+    from medrobust.sensitivity.engine import perturb_for_model
+    from medrobust.sensitivity.preprocess import to_model_input
+
+    xb = x[None].to(model.device)
+    with torch.inference_mode():
+        clean = model.logits(to_model_input(xb, model.spatial_shape, model.in_channels))
+    target = model.predicted_class(clean)
+    box = _crop_box(x, crop_size)
+    panels = []
+    for name, grid in plan.items():
+        fam = get_family(name)
+        row, crops = [], []
+        for sev in grid:
+            xp = xb if sev == 0 else perturb_for_model(fam, xb, sev, [sample_seed(case_id, name, sev, base_seed=seed)], model, target)
+            row.append((sev, _display(xp[0], display_size)))
+            if box is not None and name.startswith("fourier_") and name.endswith("pass"):
+                crops.append((sev, xp[0].float().mean(0)[box].clamp(0, 1).cpu().numpy()))
+        panels.append((name, row))
+        if crops:
+            panels.append((f"{name} (native crop)", crops))
+    return panels
+
+
+def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedModel):
+    from medrobust.data import load_image, scan_dataset
+    from medrobust.sensitivity.preprocess import match_spatial_dims, normalise_image
+
+    wanted = sorted(predictions["case_id"].astype(str).unique())
+    if not wanted:
+        return None
+    items, _ = scan_dataset(data_root)
+    by_id = {it.case_id: it for it in items}
+    for cid in wanted[:5]:
+        it = by_id.get(cid)
+        if it is None:
+            continue
+        try:
+            return cid, match_spatial_dims(normalise_image(load_image(it).array), model.spatial_dims)
+        except (ValueError, OSError) as e:
+            logger.debug("example image %s unusable: %s", cid, e)
+    return None
+
+
+def write_outputs(
+    out: Path,
+    *,
+    predictions: pd.DataFrame,
+    summary: pd.DataFrame,
+    errors: pd.DataFrame,
+    cnr: pd.DataFrame,
+    manifest: dict,
+    plan: dict[str, tuple[float, ...]],
+    model: LoadedModel,
+    data_root: Path,
+    seed: int,
+    examples: bool = True,
+) -> Path:
+    """Write ``summary.csv``, ``summary.json``, the PNG figures and ``report.md`` into ``out``."""
+    out = Path(out)
+    summary.to_csv(out / "summary.csv", index=False)
+    cnr_summary = summarize_cnr(cnr)
+    n_cases = int(predictions["case_id"].nunique()) if not predictions.empty else 0
+    n_labelled = int(pd.to_numeric(predictions.drop_duplicates("case_id")["label"], errors="coerce").notna().sum()) if n_cases else 0
+    info = {
+        "model": manifest.get("model", {}),
+        "identity": manifest.get("identity", {}),
+        "n_cases": n_cases,
+        "n_labelled": n_labelled,
+        "n_predictions": int(len(predictions)),
+        "n_errors": int(len(errors)),
+        "summary": json.loads(summary.to_json(orient="records")),
+        "cnr_summary": json.loads(cnr_summary.to_json(orient="records")),
+    }
+    (out / "summary.json").write_text(json.dumps(info, indent=2))
+
+    figures = plot_family_curves(summary, out) if not summary.empty else []
+    cnr_fig = plot_cnr_curves(cnr_summary, out)
+    example_fig = None
+    if examples and not predictions.empty:
+        try:
+            first = _first_example(predictions, data_root, model)
+            if first is not None:
+                panels = example_panels(model, first[1], first[0], plan, seed)
+                example_fig = plot_example_grid(panels, out / "examples.png", title="example perturbations (columns: severity)")
+        except Exception as e:  # a figure must not lose a finished sweep
+            logger.warning("example grid not drawn: %s: %s", type(e).__name__, e)
+
+    lines = ["# Perturbation sensitivity report", ""]
+    m = manifest.get("model", {})
+    ident = manifest.get("identity", {})
+    lines += [
+        f"- Model: `{m.get('name', '')}` ({m.get('source', '')}), sha256 `{str(m.get('sha256', ''))[:16]}`, "
+        f"input (C, spatial) = {tuple(ident.get('input_shape', []))}, positive class {ident.get('positive_class')}",
+        f"- Cases with predictions: {n_cases} ({n_labelled} labelled); predictions: {len(predictions)}; "
+        f"skipped files: {len(errors)} ([errors.csv](errors.csv))",
+        f"- Seed {seed}; images min-max normalised per image to [0, 1] and perturbed at native resolution, "
+        "then resized to the model input.",
+        "- Files: [predictions.csv](predictions.csv), [summary.csv](summary.csv), [summary.json](summary.json), "
+        "[manifest.json](manifest.json)",
+        "",
+        "## Families",
+        "",
+        markdown_table(
+            pd.DataFrame(
+                [{"family": n, "severities": ", ".join(f"{s:g}" for s in g), "meaning": get_family(n).description} for n, g in plan.items()]
+            )
+        ),
+        "",
+        "## Results (all cases)",
+        "",
+        "Flip rate and mean |delta p| are relative to the same case at severity 0. AUC and KS "
+        "(class separability of p(positive) between positives and negatives) need labels of both classes.",
+        "",
+    ]
+    cols = ["severity", "n", "flip_rate", "mean_abs_delta_p", "auc", "ks"]
+    for fam in plan:
+        d = summary[(summary["family"] == fam) & (summary["subgroup"] == "all")]
+        if d.empty:
+            continue
+        lines += [f"### {fam}", "", markdown_table(d[cols]), ""]
+        fig = out / f"curves_{fam}.png"
+        if fig in figures:
+            lines += [f"![{fam}]({fig.name})", ""]
+    subgroups = sorted(sg for sg in summary["subgroup"].unique() if sg != "all") if not summary.empty else []
+    if subgroups:
+        lines += [
+            "## By subgroup",
+            "",
+            f"Subgroups: {', '.join(subgroups)}. Per-subgroup rows are in [summary.csv](summary.csv); the curves "
+            "above draw one line per subgroup.",
+            "",
+        ]
+        top = summary[(summary["subgroup"] != "all")]
+        top = top.loc[top.groupby(["family", "subgroup"])["severity"].idxmax()][["family", "subgroup", "severity", "n", "flip_rate", "mean_abs_delta_p", "auc", "ks"]]
+        lines += ["At each family's highest severity:", "", markdown_table(top), ""]
+    if not cnr_summary.empty:
+        lines += [
+            "## ROI contrast-to-noise ratio",
+            "",
+            "CNR = (mean_roi - mean_ring) / std_ring, ring = ROI dilated by "
+            f"{ident.get('ring_width')} px minus the ROI, on the perturbed native image.",
+            "",
+            markdown_table(cnr_summary[cnr_summary["subgroup"] == "all"][["family", "severity", "n", "mean_cnr", "mean_cnr_ratio"]]),
+            "",
+        ]
+        if cnr_fig is not None:
+            lines += [f"![CNR]({cnr_fig.name})", ""]
+    if example_fig is not None:
+        lines += ["## Example perturbations", "", f"![examples]({example_fig.name})", ""]
+    if len(errors):
+        lines += ["## Skipped files", "", markdown_table(errors.head(20)), ""]
+        if len(errors) > 20:
+            lines += [f"... and {len(errors) - 20} more in errors.csv", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
