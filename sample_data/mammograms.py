@@ -179,7 +179,14 @@ def _speck(rng: np.random.Generator, a: float, b: float, ring: bool) -> np.ndarr
     if ring:  # "eggshell" benign calcification: lucent centre
         fill *= np.where(q < 0.35, 0.35, 1.0)
     n = 2 * half + 1
-    return fill[: n * ss, : n * ss].reshape(n, ss, n, ss).mean(axis=(1, 3))
+    fp = fill[: n * ss, : n * ss].reshape(n, ss, n, ss).mean(axis=(1, 3))
+    area = np.pi * a * b
+    if not ring and fp.sum() < 0.9 * area:  # sub-pixel speck missed by the subsamples: keep its integral
+        if fp.sum() > 0:
+            fp *= area / fp.sum()
+        else:
+            fp[half, half] = area
+    return np.minimum(fp, 1.0)
 
 
 def _cluster(rng: np.random.Generator, malignant: bool, px: float) -> tuple[list, dict]:
@@ -272,8 +279,8 @@ def render_case(
         for off, patch, amp in specs:
             pr, pc = int(round(r + off[0])) - patch.shape[0] // 2, int(round(c + off[1])) - patch.shape[1] // 2
             _paste(image, amp * patch, pr, pc)
-            _paste(calc, patch, pr, pc)
-        calc_mask = calc > 0.25
+            _paste(calc, (patch >= 0.25 * patch.max()).astype(np.float32), pr, pc)  # the speck's own pixels
+        calc_mask = calc > 0
         # ROI: the cluster region (calcs dilated by 1.5 mm, holes closed)
         grow = max(1, int(round(1.5 / px)))
         rows, cols = np.nonzero(calc_mask)
@@ -284,7 +291,7 @@ def render_case(
         roi[box] = ndimage.binary_closing(np.pad(grown, grow), iterations=grow)[grow:-grow, grow:-grow]
     noise = rng.standard_normal((h, w), dtype=np.float32) * (0.006 + 0.01 * np.sqrt(np.clip(image, 0, None)))
     image = np.clip(0.02 + image + noise, 0.0, 1.0)
-    roi_mask, calc_mask = roi > 0.5, calc > 0.25
+    roi_mask, calc_mask = roi > 0.5, calc > 0
     if lat == "R":  # right breasts: chest wall on the right edge
         image, roi_mask, calc_mask = image[:, ::-1], roi_mask[:, ::-1], calc_mask[:, ::-1]
         c = w - 1 - c

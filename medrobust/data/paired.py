@@ -286,13 +286,16 @@ def load_paired_dataset(
     spacing: float | Sequence[float] = 3.0,
     size: Sequence[int] | None = None,
     alignment: str = "centre",
+    require_labels: bool = True,
 ) -> list[dict[str, Any]]:
     """Load the pairs under ``root`` (optionally only ``ids``) as a list of dicts for ``monai.data.Dataset``.
+
+    ``require_labels=False`` (inference) accepts pairs without label files.
 
     Raises:
         ValueError: an id in ``ids`` is not in the dataset (the missing ids are named).
     """
-    cases = scan_paired(root, layout=layout)
+    cases = scan_paired(root, layout=layout, require_labels=require_labels)
     if ids is not None:
         by_id = {c.case_id: c for c in cases}
         missing = [i for i in ids if i not in by_id]

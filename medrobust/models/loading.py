@@ -161,7 +161,10 @@ def _load_weights(network: torch.nn.Module, weights: Path) -> None:
     except Exception as e:  # a TorchScript archive or a pickled module ends up here
         raise ValueError(f"{weights}: cannot be read as a state dict with weights_only=True ({e}).") from e
     sd = extract_state_dict(obj, weights)
-    result = network.load_state_dict(sd, strict=False)
+    try:
+        result = network.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        raise ValueError(f"{weights}: weights do not match the network: {str(e).splitlines()[-1].strip()}") from e
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"{weights}: weights do not match the network: missing {result.missing_keys[:5]}, "

@@ -30,6 +30,7 @@ __all__ = [
     "save_itk_transform",
     "save_ddf_nifti",
     "save_volume_nifti",
+    "RegistrationWriter",
 ]
 
 
@@ -127,3 +128,45 @@ def save_volume_nifti(path: str | Path, volume: np.ndarray | torch.Tensor, affin
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data, a if v.ndim == 4 else _embed_2d(a)), str(path))
     return path
+
+
+class RegistrationWriter:
+    """Ignite handler writing each case's registration outputs under ``output_dir/<case_id>/``.
+
+    Files: ``warped_moving_image.nii.gz``, ``warped_moving_label.nii.gz`` (when labels are present),
+    ``fixed_image.nii.gz`` (the fixed image on the registration grid, for overlays), ``ddf.nii.gz``
+    (world RAS mm vectors) and ``ddf_itk.h5`` (ITK displacement-field transform, LPS), all on the
+    grid given by the batch's ``affine``. Use with ``RegistrationEvalIteration``.
+
+    Args:
+        output_dir: output folder.
+        itk_transform: also write the ITK transform (needs ``itk``).
+    """
+
+    def __init__(self, output_dir: str | Path, *, itk_transform: bool = True) -> None:
+        self.output_dir = Path(output_dir)
+        self.itk_transform = itk_transform
+        self.written: list[Path] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        out = engine.state.output
+        if out.get("affine") is None:
+            raise ValueError("RegistrationWriter needs the grid affine in the batch ('affine').")
+        ddf = out["pred"]
+        ids = out.get("case_id") or [f"case{engine.state.iteration:04d}_{b}" for b in range(ddf.shape[0])]
+        for b in range(ddf.shape[0]):
+            folder = self.output_dir / str(ids[b])
+            affine = _np(torch.as_tensor(out["affine"])[b])
+            save_volume_nifti(folder / "warped_moving_image.nii.gz", out["warped_image"][b], affine)
+            save_volume_nifti(folder / "fixed_image.nii.gz", out["fixed_image"][b], affine)
+            if "warped_label" in out:
+                save_volume_nifti(folder / "warped_moving_label.nii.gz", out["warped_label"][b], affine)
+            save_ddf_nifti(folder / "ddf.nii.gz", ddf[b], affine)
+            if self.itk_transform:
+                save_itk_transform(folder / "ddf_itk.h5", ddf[b], affine)
+            self.written.append(folder)

@@ -23,12 +23,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from medrobust.data.paired import Grid
-from medrobust.simulation.motion import Ellipsoid, SimulationParams, SimulationRanges, sample_parameters, simulate_ddf
+from medrobust.simulation.motion import (
+    Ellipsoid,
+    SimulationParams,
+    SimulationRanges,
+    fit_ellipsoid,
+    sample_parameters,
+    simulate_ddf,
+)
 
-__all__ = ["CACHE_VERSION", "cache_key", "cached_simulate_ddf", "simulate_many"]
+__all__ = ["CACHE_VERSION", "cache_key", "cached_simulate_ddf", "simulate_many", "fe_bank"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +76,14 @@ def simulate_many(
     glands: Sequence[Ellipsoid],
     *,
     n: int,
-    seed: int,
+    seed: int | Sequence[int],
     cache_dir: str | Path | None,
     ranges: SimulationRanges | None = None,
     progress: bool = True,
 ) -> tuple[np.ndarray, list[SimulationParams]]:
     """Run ``n`` simulations (gland ``i % len(glands)`` for the ``i``-th), each with its own generator.
 
-    Simulation ``i`` draws from ``np.random.default_rng([seed, i])``, so the first ``k`` of a larger
+    Simulation ``i`` draws from ``np.random.default_rng([*seed, i])``, so the first ``k`` of a larger
     batch are identical to a batch of ``k``.
 
     Returns:
@@ -88,9 +96,41 @@ def simulate_many(
         raise ValueError(f"n must be >= 1, got {n}.")
     if not glands:
         raise ValueError("glands: at least one gland ellipsoid is needed.")
-    params = [sample_parameters(np.random.default_rng([seed, i]), glands[i % len(glands)], ranges) for i in range(n)]
+    base = [int(v) for v in np.atleast_1d(seed)]
+    params = [sample_parameters(np.random.default_rng([*base, i]), glands[i % len(glands)], ranges) for i in range(n)]
     ddfs = np.stack(
         [cached_simulate_ddf(p, grid, cache_dir) for p in tqdm(params, desc="FE simulations", disable=not progress)]
     )
     logger.info("%d FE simulations on a %s grid (cache: %s)", n, grid.shape, cache_dir)
     return ddfs, params
+
+
+def fe_bank(
+    items: Sequence[dict],
+    *,
+    n_per_case: int,
+    seed: int,
+    cache_dir: str | Path | None,
+    ranges: SimulationRanges | None = None,
+    gland_channel: int = 0,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Patient-specific FE DDFs for the adversarial regulariser: ``case_id -> (n_per_case, 3, *grid)``.
+
+    Each case's gland ellipsoid is fitted to its moving (MR) gland label on the common grid, and the
+    simulations are sampled on that grid (``items`` from :func:`medrobust.data.paired.load_pair`).
+    Case ``k`` uses seed ``[seed, k]``.
+
+    Raises:
+        ValueError: an item without ``moving_label``/``affine``.
+    """
+    bank: dict[str, torch.Tensor] = {}
+    for k, item in enumerate(tqdm(items, desc="FE bank (cases)", disable=not progress)):
+        if "moving_label" not in item or "affine" not in item:
+            raise ValueError(f"item {item.get('case_id', k)!r} needs 'moving_label' and 'affine' to build FE simulations.")
+        affine = np.asarray(item["affine"], dtype=np.float64)
+        grid = Grid(tuple(int(s) for s in item["moving_label"].shape[1:]), affine)
+        gland = fit_ellipsoid(np.asarray(item["moving_label"][gland_channel]), affine)
+        ddfs, _ = simulate_many(grid, [gland], n=n_per_case, seed=[seed, k], cache_dir=cache_dir, ranges=ranges, progress=False)
+        bank[str(item.get("case_id", k))] = torch.from_numpy(ddfs)
+    return bank

@@ -30,7 +30,7 @@ class SlowNet(Classifier):
     """A Classifier that sleeps in forward, so a subprocess can be killed mid-run."""
 
     def forward(self, x):
-        time.sleep(0.25)
+        time.sleep(0.15)
         return super().forward(x)
 '''
 
@@ -126,3 +126,18 @@ def dataset(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def model_files(tmp_path: Path) -> tuple[Path, Path]:
     return make_model_files(tmp_path / "model")
+
+
+@pytest.fixture(scope="session")
+def builders():
+    """The builders above, for tests (conftest modules are not importable under importlib mode)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        write_dicom=write_dicom,
+        synthetic_mammo=synthetic_mammo,
+        make_dataset=make_dataset,
+        make_model_files=make_model_files,
+        identifiers=(PATIENT_NAME.split("^")[0], PATIENT_NAME.split("^")[1], PATIENT_ID, INSTITUTION, "ACC-55501", "19010203"),
+        net_config=NET_CONFIG,
+    )

@@ -14,6 +14,7 @@ memory (Captum's default, one chunk of ``B * steps`` inputs, does not).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from captum.attr import DeepLiftShap, IntegratedGradients, Occlusion
 
 from medrobust.core.metrics._utils import ClassLogits, check_input, eval_mode, predicted_labels
 
-__all__ = ["integrated_gradients", "deep_lift_shap", "occlusion", "gini_index", "resolve_target"]
+__all__ = ["integrated_gradients", "deep_lift_shap", "occlusion", "fisher_sensitivity", "gini_index", "resolve_target"]
 
 _IG_VOXELS_PER_CHUNK = 2**21
 
@@ -85,7 +86,7 @@ def integrated_gradients(
     t = resolve_target(model, x, target)
     if internal_batch_size is None:
         per = max(1, x[0].numel())
-        internal_batch_size = max(1, min(steps * x.shape[0], _IG_VOXELS_PER_CHUNK // per))
+        internal_batch_size = max(x.shape[0], min(steps * x.shape[0], _IG_VOXELS_PER_CHUNK // per))
     if internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}.")
     wrapped = ClassLogits(model, log_odds=True)
@@ -127,7 +128,8 @@ def deep_lift_shap(
         raise ValueError(f"baselines needs at least 2 reference inputs (M >= 2), got {baselines.shape[0]}.")
     t = resolve_target(model, x, target)
     wrapped = ClassLogits(model, log_odds=True)
-    with eval_mode(model):
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks")  # Captum's notice on every call
         attr = DeepLiftShap(wrapped).attribute(x.detach(), baselines=baselines.to(x).detach(), target=t)
     return attr.detach()
 
@@ -177,6 +179,33 @@ def occlusion(
             target=t, perturbations_per_eval=max(1, int(perturbations_per_eval)),
         )  # fmt: skip
     return attr.detach()
+
+
+def fisher_sensitivity(
+    model: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    target: int | torch.Tensor | None = None,
+    *,
+    batch_size: int = 32,
+    sv_tol: float = 1e-3,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fisher-information vulnerability scores ``(B,)`` and per-pixel FI maps ``(B, C, *spatial)``.
+
+    A batched, eval-mode wrapper of :func:`medrobust.core.metrics.fisher.image_fisher_information`
+    and :func:`~medrobust.core.metrics.fisher.pixel_fisher_information` (Shu & Zhu, AAAI 2019):
+    ``target`` is the true class on training data, ``None`` (predicted class) otherwise.
+    """
+    from medrobust.core.metrics.fisher import image_fisher_information, pixel_fisher_information
+
+    check_input(x)
+    t = resolve_target(model, x, target)
+    scores, maps = [], []
+    with eval_mode(model):
+        for i in range(0, x.shape[0], batch_size):
+            xb, tb = x[i : i + batch_size], t[i : i + batch_size]
+            scores.append(image_fisher_information(model, xb, tb, sv_tol=sv_tol))
+            maps.append(pixel_fisher_information(model, xb, tb))
+    return torch.cat(scores), torch.cat(maps)
 
 
 def gini_index(attributions: torch.Tensor, *, offset: float = 1e-7) -> torch.Tensor:

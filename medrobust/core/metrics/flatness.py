@@ -44,9 +44,9 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
 
 
 def perturbable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Named trainable parameters outside normalisation layers (the ones flatness perturbs)."""
+    """Named parameters outside normalisation layers (the ones flatness perturbs; frozen ones too)."""
     skip = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in skip]
+    return [(n, p) for n, p in model.named_parameters() if id(p) not in skip]
 
 
 def _groups(w: torch.Tensor, relative: str) -> torch.Tensor:
@@ -140,7 +140,9 @@ def _private_copy(model: nn.Module) -> tuple[nn.Module, list[tuple[str, nn.Param
         p.grad = None
     params = perturbable_parameters(m)
     if not params:
-        raise ValueError("model has no trainable parameters outside normalisation layers to perturb.")
+        raise ValueError("model has no parameters outside normalisation layers to perturb.")
+    for _, p in params:  # a loaded model may come frozen; the copy needs weight gradients
+        p.requires_grad_(True)
     return m, params, [p.detach().clone() for _, p in params]
 
 

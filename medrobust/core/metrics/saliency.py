@@ -39,6 +39,7 @@ __all__ = [
     "BaselineStudy",
     "occlusion_baseline_study",
     "plot_baseline_study",
+    "plot_maps",
 ]
 
 BASELINE_KINDS = ("black", "mean", "blur", "noise")
@@ -244,25 +245,29 @@ def _display(t: torch.Tensor) -> np.ndarray:
     return a.cpu().numpy()
 
 
-def plot_baseline_study(study: BaselineStudy, x: torch.Tensor, path: str | Path, *, max_samples: int = 4) -> Path:
-    """PNG: for each of up to ``max_samples`` inputs, the image and its occlusion map per baseline."""
+def plot_maps(x: torch.Tensor, maps: dict[str, torch.Tensor], path: str | Path, *, max_samples: int = 4) -> Path:
+    """PNG grid: for each of up to ``max_samples`` inputs ``(B, C, *spatial)``, the image and each map.
+
+    Maps are shown with a symmetric diverging colour scale; 3-D inputs show the middle slice of
+    the last spatial axis, multi-channel inputs the channel mean.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = min(max_samples, x.shape[0])
-    k = len(study.kinds)
-    fig, axes = plt.subplots(n, k + 1, figsize=(2.2 * (k + 1), 2.2 * n), squeeze=False)
+    names = list(maps)
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.2 * (len(names) + 1), 2.2 * n), squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(_display(x[i]), cmap="gray")
         axes[i, 0].set_title("input" if i == 0 else "")
-        for j, kind in enumerate(study.kinds):
-            m = _display(study.maps[kind][i])
+        for j, name in enumerate(names):
+            m = _display(maps[name][i])
             v = float(np.abs(m).max()) or 1.0
             axes[i, j + 1].imshow(m, cmap="RdBu_r", vmin=-v, vmax=v)
             if i == 0:
-                axes[i, j + 1].set_title(kind)
+                axes[i, j + 1].set_title(name, fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()
@@ -271,3 +276,8 @@ def plot_baseline_study(study: BaselineStudy, x: torch.Tensor, path: str | Path,
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_baseline_study(study: BaselineStudy, x: torch.Tensor, path: str | Path, *, max_samples: int = 4) -> Path:
+    """PNG: for each of up to ``max_samples`` inputs, the image and its occlusion map per baseline."""
+    return plot_maps(x, study.maps, path, max_samples=max_samples)

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from monai.networks.nets import UNet
 from torch import nn
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Tiny models run fastest on one thread, and far faster on a shared, loaded 2-core machine
+    (intra-op threads spin against each other); the previous setting is restored."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    with single_thread():
+        yield
 
 
 def blob_images(n: int, size: int, spatial_dims: int, g: torch.Generator, *, radius: float | None = None,
@@ -51,11 +71,12 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, steps: i
            batch: int = 64) -> nn.Module:
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (batch,), generator=g)
-        opt.zero_grad()
-        loss_fn(model(x[idx]), y[idx]).backward()
-        opt.step()
+    with single_thread():  # session fixtures are built before the module-scoped autouse one
+        for _ in range(steps):
+            idx = torch.randint(0, x.shape[0], (batch,), generator=g)
+            opt.zero_grad()
+            loss_fn(model(x[idx]), y[idx]).backward()
+            opt.step()
     model.eval()
     for p in model.parameters():
         p.grad = None

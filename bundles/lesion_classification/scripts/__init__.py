@@ -1,0 +1,1 @@
+"""Bundle-local glue for lesion_classification: datalists, the benchmark runner, results table."""

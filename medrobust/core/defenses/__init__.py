@@ -1,0 +1,62 @@
+"""Adversarial-training defenses as MONAI/ignite iteration functions (2-D and 3-D, any task loss).
+
+Every defense is an :class:`AdversarialTrainingStep`: pass it as
+``monai.engines.SupervisedTrainer(..., iteration_update=step)``. Adversarial examples come from
+the one PGD implementation (:func:`medrobust.core.attacks.pgd`); the Fisher score from
+:mod:`medrobust.core.metrics.fisher`.
+
+- :class:`PGDAdversarialTraining` (Madry), :class:`FastFGSMTraining` (+ :class:`CatastrophicOverfittingStop`),
+  :class:`FGMTraining` -- :mod:`.pgd_at`
+- :class:`TRADES` -- :mod:`.trades`; :class:`MART` -- :mod:`.mart`
+- :class:`AWP` (wraps AT / TRADES / MART) -- :mod:`.awp`
+- :class:`ADTEXP`, :class:`ADTEXPAM` -- :mod:`.adt`
+- :class:`FisherTargetedTraining` -- :mod:`.fisher_targeted`
+- :func:`build_defense` (name + flat options, for bundle configs) -- :mod:`.factory`
+- :class:`AdversarialEvaluationStep`, :func:`robustness_metrics` (clean + PGD evaluation) -- :mod:`.evaluation`
+
+Example:
+    >>> from medrobust.core.defenses import build_defense
+    >>> build_defense("trades", eps=2 / 255, beta=6.0)
+    TRADES(eps=0.00784314, beta=6, steps=10, alpha=0.00196078)
+"""
+
+from medrobust.core.defenses.adt import ADTEXP, ADTEXPAM, default_adt_generator, tanh_gaussian_sample
+from medrobust.core.defenses.awp import AWP, awp_directions
+from medrobust.core.defenses.base import AdversarialTrainingStep, class_indices, eval_mode, kl_per_sample, two_class_logits
+from medrobust.core.defenses.evaluation import AdversarialEvaluationStep, adv_key, eps_tag, robustness_metrics
+from medrobust.core.defenses.factory import DEFENSES, build_defense, defense_names
+from medrobust.core.defenses.fisher_targeted import FisherSelection, FisherTargetedTraining
+from medrobust.core.defenses.mart import MART, mart_loss
+from medrobust.core.defenses.pgd_at import CatastrophicOverfittingStop, FastFGSMTraining, FGMTraining, PGDAdversarialTraining
+from medrobust.core.defenses.trades import TRADES, trades_kl_objective
+
+__all__ = [
+    "AdversarialTrainingStep",
+    "PGDAdversarialTraining",
+    "FastFGSMTraining",
+    "FGMTraining",
+    "CatastrophicOverfittingStop",
+    "TRADES",
+    "MART",
+    "AWP",
+    "ADTEXP",
+    "ADTEXPAM",
+    "FisherTargetedTraining",
+    "FisherSelection",
+    "AdversarialEvaluationStep",
+    "robustness_metrics",
+    "build_defense",
+    "defense_names",
+    "DEFENSES",
+    "eps_tag",
+    "adv_key",
+    "mart_loss",
+    "trades_kl_objective",
+    "awp_directions",
+    "tanh_gaussian_sample",
+    "default_adt_generator",
+    "class_indices",
+    "two_class_logits",
+    "kl_per_sample",
+    "eval_mode",
+]

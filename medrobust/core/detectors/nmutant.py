@@ -1,0 +1,518 @@
+"""nMutant: adversarial-input detection by mutation testing (Wang, Sun, et al., ICSE 2019;
+code dgl-prc/m_testing_adversatial_sample).
+
+Adversarial inputs sit close to a decision boundary, so small mutations of the model (or of the
+input) change their label far more often than a normal input's. The *label change rate*
+``LCR(x)`` is the fraction of mutants whose label differs from the original model's label.
+
+- Model mutation operators (rate ``gamma``; on conv/linear layers, 2-D and 3-D alike):
+  ``"gf"`` Gaussian fuzzing (a fraction ``gamma`` of all weights resampled from their tensor's
+  ``N(mean, std)``), ``"ws"`` weight shuffling (the incoming weights of a fraction ``gamma`` of
+  neurons permuted), ``"ns"`` neuron switch (a fraction ``gamma`` of the neurons of each layer
+  with >= 10 neurons permuted among themselves), ``"nai"`` neuron activation inverse (weights
+  and bias of a fraction ``gamma`` of neurons negated). A mutant is kept only if its validation
+  accuracy is ``>= acc_ratio`` (0.9) x the original's.
+- Input mutation (the earlier version): uniform noise of amplitude ``step`` in a random box.
+- Wald's SPRT on the stream of label changes: ``kappa`` = normal inputs' mean LCR + the
+  half-width of its 99% confidence interval; ``p0 = kappa - sigma``, ``p1 = kappa + sigma``,
+  ``sigma = indifference * kappa``; after ``n`` mutants with ``z`` changes the log-likelihood
+  ratio is ``z ln(p1/p0) + (n - z) ln((1-p1)/(1-p0))``; adversarial once it is
+  ``>= ln((1-beta)/alpha)``, normal once ``<= ln(beta/(1-alpha))``; at most ``max_mutants``
+  (500), after which the input counts as normal (undecided). Each decision reports the number of
+  mutants it used.
+
+Mutants are regenerated from their seeds on a private copy of the model, so the caller's model
+is never changed; all randomness comes from local generators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from scipy.stats import binom, norm
+from torch import nn
+
+from medrobust.core.attacks.base import Bounds, as_bounds, check_input
+from medrobust.core.metrics._utils import eval_mode, predicted_labels
+
+__all__ = [
+    "MODEL_OPERATORS",
+    "mutable_layers",
+    "mutate_",
+    "ModelMutants",
+    "InputMutants",
+    "SPRTResult",
+    "sprt",
+    "fixed_sample_size",
+    "calibrate_kappa",
+    "label_change_rate",
+    "NMutantDetector",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_OPERATORS = ("gf", "ws", "ns", "nai")
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+
+
+def mutable_layers(model: nn.Module) -> list[nn.Module]:
+    """Convolution and linear layers (the ones mutation operators change), in module order."""
+    return [m for m in model.modules() if isinstance(m, _LAYERS) and getattr(m, "weight", None) is not None]
+
+
+def _choose(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randperm(n, generator=g)[: max(0, min(n, k))]
+
+
+def _count(total: int, gamma: float) -> int:
+    return max(1, int(total * gamma))  # at least one unit, or tiny nets would never mutate
+
+
+@torch.no_grad()
+def mutate_(model: nn.Module, operator: str, gamma: float, generator: torch.Generator) -> nn.Module:
+    """Apply one model mutation **in place** (call it on a copy) and return the model.
+
+    Args:
+        model: the network to mutate (its conv/linear layers).
+        operator: ``"gf"``, ``"ws"``, ``"ns"`` or ``"nai"`` (see the module docstring).
+        gamma: mutation rate in (0, 1] (nMutant: 0.05 on MNIST, 0.005 on CIFAR-10).
+        generator: CPU ``torch.Generator`` (the mutant is a function of its state).
+    """
+    if operator not in MODEL_OPERATORS:
+        raise ValueError(f"operator must be one of {MODEL_OPERATORS}, got {operator!r}.")
+    if not 0 < gamma <= 1:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}.")
+    layers = mutable_layers(model)
+    if not layers:
+        raise ValueError(f"model ({type(model).__name__}) has no conv/linear layer to mutate.")
+    # "neurons" = output units: dim 0 of Conv/Linear weights, dim 1 of ConvTranspose weights
+    def rows(m: nn.Module) -> torch.Tensor:
+        w = m.weight
+        return w.transpose(0, 1) if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else w
+
+    if operator == "gf":
+        tensors = [t for m in layers for t in (m.weight, m.bias) if t is not None]
+        sizes = [t.numel() for t in tensors]
+        chosen = _choose(sum(sizes), _count(sum(sizes), gamma), generator)
+        start = 0
+        for t, s in zip(tensors, sizes):
+            sel = chosen[(chosen >= start) & (chosen < start + s)] - start
+            start += s
+            if sel.numel():
+                flat = t.view(-1)
+                mean, std = float(flat.mean()), float(flat.std()) if s > 1 else 0.0
+                new = mean + std * torch.randn(sel.numel(), generator=generator)
+                flat[sel.to(flat.device)] = new.to(flat)
+        return model
+    if operator == "ns":
+        for m in layers:
+            w = rows(m)
+            n = w.shape[0]
+            if n < 10:  # the authors skip layers with fewer than 10 neurons
+                continue
+            k = max(2, round(n * gamma))
+            sel = _choose(n, k, generator)
+            perm = sel[torch.randperm(sel.numel(), generator=generator)]
+            w[sel.to(w.device)] = w[perm.to(w.device)].clone()
+            if m.bias is not None:
+                m.bias[sel.to(w.device)] = m.bias[perm.to(w.device)].clone()
+        return model
+    counts = [rows(m).shape[0] for m in layers]
+    chosen = _choose(sum(counts), _count(sum(counts), gamma), generator)
+    start = 0
+    for m, c in zip(layers, counts):
+        sel = chosen[(chosen >= start) & (chosen < start + c)] - start
+        start += c
+        if not sel.numel():
+            continue
+        w = rows(m)
+        if operator == "nai":
+            w[sel.to(w.device)] *= -1
+            if m.bias is not None:
+                m.bias[sel.to(w.device)] *= -1
+        else:  # "ws": permute each chosen neuron's incoming weights
+            for i in sel.tolist():
+                row = w[i].reshape(-1)
+                w[i] = row[torch.randperm(row.numel(), generator=generator).to(row.device)].reshape(w[i].shape)
+    return model
+
+
+def _seed(*parts: int) -> int:
+    s = 0x9E3779B97F4A7C15
+    for p in parts:  # a small deterministic mix (splitmix-style) so (seed, k, i) give unrelated streams
+        s = (s ^ (int(p) + 0x9E3779B97F4A7C15 + (s << 6) + (s >> 2))) & ((1 << 63) - 1)
+    return s
+
+
+class ModelMutants:
+    """Accepted model mutants of ``model``, regenerated from their seeds on a private copy.
+
+    Args:
+        model: the original classifier (never modified).
+        x_val, y_val: validation data for the acceptance test ``acc(mutant) >= acc_ratio * acc(model)``.
+        operator: ``"gf"``, ``"ws"``, ``"ns"`` or ``"nai"``.
+        gamma: mutation rate.
+        acc_ratio: acceptance ratio (0.9).
+        seed: base seed.
+        max_tries: candidate mutants tried per accepted one before giving up.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+        >>> x = torch.rand(20, 1, 4, 4); y = net(x).argmax(1)
+        >>> mut = ModelMutants(net, x, y, operator="gf", gamma=0.05)
+        >>> mut.generate(3)
+        3
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x_val: torch.Tensor,
+        y_val: torch.Tensor,
+        *,
+        operator: str = "nai",
+        gamma: float = 0.05,
+        acc_ratio: float = 0.9,
+        seed: int = 0,
+        max_tries: int = 20,
+    ) -> None:
+        if operator not in MODEL_OPERATORS:
+            raise ValueError(f"operator must be one of {MODEL_OPERATORS}, got {operator!r}.")
+        if not 0 < gamma <= 1 or not 0 <= acc_ratio <= 1:
+            raise ValueError(f"gamma must be in (0, 1] and acc_ratio in [0, 1], got {gamma} and {acc_ratio}.")
+        check_input(x_val, "x_val")
+        self.work = copy.deepcopy(model).eval()
+        for p in self.work.parameters():
+            p.requires_grad_(False)
+        self._w0 = {k: v.clone() for k, v in self.work.state_dict().items()}
+        self.operator, self.gamma, self.acc_ratio, self.seed, self.max_tries = operator, gamma, acc_ratio, seed, max_tries
+        self.x_val, self.y_val = x_val.detach(), y_val.reshape(-1).long().to(x_val.device)
+        self.original_accuracy = self._accuracy()
+        self.seeds: list[int] = []
+        self.accuracies: list[float] = []
+        self._next = 0
+
+    def _accuracy(self) -> float:
+        return float((predicted_labels(self.work, self.x_val) == self.y_val).float().mean())
+
+    @contextlib.contextmanager
+    def _applied(self, seed: int) -> Iterator[nn.Module]:
+        try:
+            mutate_(self.work, self.operator, self.gamma, torch.Generator().manual_seed(seed))
+            yield self.work
+        finally:
+            self.work.load_state_dict(self._w0)
+
+    def generate(self, n: int) -> int:
+        """Extend the accepted mutants to ``n`` (candidates tried in a fixed seed order); returns the count.
+
+        Raises:
+            RuntimeError: fewer than ``n`` candidates pass after ``max_tries * n`` tries
+                (lower ``gamma`` or ``acc_ratio``).
+        """
+        limit = self.max_tries * max(n, 1)
+        thr = self.acc_ratio * self.original_accuracy
+        while len(self.seeds) < n:
+            if self._next >= limit:
+                raise RuntimeError(
+                    f"only {len(self.seeds)} of {self._next} '{self.operator}' mutants (gamma={self.gamma}) kept "
+                    f"accuracy >= {self.acc_ratio} x {self.original_accuracy:.3f}; lower gamma or acc_ratio."
+                )
+            s = _seed(self.seed, self._next)
+            self._next += 1
+            with self._applied(s):
+                acc = self._accuracy()
+            if acc >= thr:
+                self.seeds.append(s)
+                self.accuracies.append(acc)
+        return len(self.seeds)
+
+    def labels(self, k: int, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Labels ``(B,)`` of mutant ``k`` on ``x`` (generated on demand)."""
+        self.generate(k + 1)
+        with self._applied(self.seeds[k]) as m:
+            return predicted_labels(m, x)
+
+
+class InputMutants:
+    """Input mutants: uniform noise ``U(-step, step)`` in a random box, clipped to the bounds.
+
+    Args:
+        model: the classifier (used as is, in eval mode).
+        step: noise amplitude (input units).
+        box: box side as a fraction of each spatial dim.
+        bounds: intensity bounds to clip to.
+        seed: base seed; mutant ``k`` of sample id ``i`` is a fixed function of ``(seed, k, i)``.
+    """
+
+    def __init__(self, model: Callable[[torch.Tensor], Any], *, step: float = 0.05, box: float = 0.25,
+                 bounds: Bounds = (0.0, 1.0), seed: int = 0) -> None:  # fmt: skip
+        if step <= 0 or not 0 < box <= 1:
+            raise ValueError(f"step must be > 0 and box in (0, 1], got {step} and {box}.")
+        self.model, self.step, self.box, self.bounds, self.seed = model, step, box, bounds, seed
+
+    def mutate(self, k: int, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Mutant ``k`` of ``x`` ``(B, C, *spatial)``; ``ids`` ``(B,)`` identify samples (default ``arange(B)``)."""
+        check_input(x)
+        ids = torch.arange(x.shape[0]) if ids is None else ids.reshape(-1).cpu()
+        lo, hi = as_bounds(self.bounds, x)
+        spatial = x.shape[2:]
+        size = [max(1, round(self.box * s)) for s in spatial]
+        noise = torch.zeros_like(x)
+        for b, i in enumerate(ids.tolist()):
+            g = torch.Generator().manual_seed(_seed(self.seed, k, i))
+            sl = [slice(None)] + [slice(o, o + w) for o, w in
+                                  ((int(torch.randint(0, s - w + 1, (1,), generator=g)), w) for s, w in zip(spatial, size))]  # fmt: skip
+            region = noise[b][tuple(sl)]
+            noise[b][tuple(sl)] = (2 * torch.rand(region.shape, generator=g) - 1).to(x) * self.step
+        return torch.maximum(torch.minimum(x + noise, hi), lo)
+
+    def labels(self, k: int, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        with eval_mode(self.model):
+            return predicted_labels(self.model, self.mutate(k, x, ids))
+
+
+Mutants = ModelMutants | InputMutants
+
+
+@dataclass
+class SPRTResult:
+    """Per-input SPRT decisions.
+
+    Attributes:
+        adversarial: ``(B,)`` bool, the test accepted "adversarial" (``LCR >= p1``).
+        decided: ``(B,)`` bool, the test stopped before the budget (undecided inputs count as normal).
+        n_used: ``(B,)`` mutants used for each decision.
+        changes: ``(B,)`` label changes among them.
+        log_ratio: ``(B,)`` final log-likelihood ratio.
+    """
+
+    adversarial: torch.Tensor
+    decided: torch.Tensor
+    n_used: torch.Tensor
+    changes: torch.Tensor
+    log_ratio: torch.Tensor
+
+    @property
+    def lcr(self) -> torch.Tensor:
+        """Label change rate among the mutants used ``(B,)``."""
+        return self.changes.double() / self.n_used.clamp_min(1).double()
+
+
+def _hypotheses(kappa: float, indifference: float) -> tuple[float, float]:
+    sigma = indifference * kappa
+    p0, p1 = max(kappa - sigma, 1e-4), min(kappa + sigma, 1 - 1e-4)
+    if not p0 < p1:
+        raise ValueError(f"kappa={kappa} with indifference={indifference} leaves no room between p0 and p1.")
+    return p0, p1
+
+
+def sprt(
+    changes: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor],
+    batch: int,
+    *,
+    p0: float,
+    p1: float,
+    alpha: float = 0.05,
+    beta: float = 0.05,
+    max_n: int = 500,
+) -> SPRTResult:
+    """Wald's sequential probability ratio test of ``H0: p = p0`` (normal) vs ``H1: p = p1`` (adversarial).
+
+    Args:
+        changes: a bool tensor ``(max_n, B)`` (observation ``k`` of each stream) or a callable
+            ``(k, idx) -> (len(idx),) bool`` giving observation ``k`` for the still-undecided streams ``idx``.
+        batch: number of streams ``B``.
+        p0, p1: change probabilities under H0 and H1, ``0 < p0 < p1 < 1``.
+        alpha: bound on Pr(accept H1 | H0) (false positives); beta: on Pr(accept H0 | H1).
+        max_n: budget; undecided streams count as H0.
+
+    Example:
+        >>> z = torch.ones(50, 3, dtype=torch.bool)
+        >>> r = sprt(z, 3, p0=0.1, p1=0.3)
+        >>> bool(r.adversarial.all()), int(r.n_used[0])
+        (True, 3)
+    """
+    if not 0 < p0 < p1 < 1:
+        raise ValueError(f"need 0 < p0 < p1 < 1, got p0={p0}, p1={p1}.")
+    if not 0 < alpha < 1 or not 0 < beta < 1 or alpha + beta >= 1:
+        raise ValueError(f"alpha, beta must be in (0, 1) with alpha + beta < 1, got {alpha}, {beta}.")
+    if isinstance(changes, torch.Tensor):
+        if changes.ndim != 2 or changes.shape[1] != batch:
+            raise ValueError(f"changes must be (max_n, {batch}), got {tuple(changes.shape)}.")
+        table = changes.bool().cpu()
+        max_n = min(max_n, table.shape[0])
+
+        def fetch(k: int, idx: torch.Tensor) -> torch.Tensor:
+            return table[k, idx]
+
+    else:
+        fetch = changes
+    up, down = math.log((1 - beta) / alpha), math.log(beta / (1 - alpha))
+    a_step, b_step = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+    z = torch.zeros(batch, dtype=torch.long)
+    n = torch.zeros(batch, dtype=torch.long)
+    adv = torch.zeros(batch, dtype=torch.bool)
+    decided = torch.zeros(batch, dtype=torch.bool)
+    llr = torch.zeros(batch, dtype=torch.float64)
+    for k in range(max_n):
+        idx = (~decided).nonzero()[:, 0]
+        if not idx.numel():
+            break
+        c = fetch(k, idx).reshape(-1).bool().cpu()
+        z[idx] += c.long()
+        n[idx] += 1
+        llr[idx] = z[idx].double() * a_step + (n[idx] - z[idx]).double() * b_step
+        hi, lo = llr[idx] >= up, llr[idx] <= down
+        adv[idx[hi]] = True
+        decided[idx[hi | lo]] = True
+    return SPRTResult(adv, decided, n, z, llr)
+
+
+def fixed_sample_size(p0: float, p1: float, alpha: float = 0.05, beta: float = 0.05, *, max_n: int = 10**6) -> tuple[int, int]:
+    """Smallest fixed-sample binomial test with the SPRT's error bounds: ``(n, c)`` such that
+    "adversarial iff at least ``c`` changes in ``n``" has ``Pr(>= c | p0) <= alpha`` and
+    ``Pr(< c | p1) <= beta`` (exact binomial; ``n`` found by bisection).
+
+    Example:
+        >>> fixed_sample_size(0.1, 0.3)
+        (45, 9)
+    """
+    if not 0 < p0 < p1 < 1:
+        raise ValueError(f"need 0 < p0 < p1 < 1, got p0={p0}, p1={p1}.")
+
+    def ok(n: int) -> int | None:
+        c = int(binom.isf(alpha, n, p0)) + 1  # smallest c with Pr(X >= c | p0) <= alpha
+        while c > 0 and binom.sf(c - 2, n, p0) <= alpha:
+            c -= 1
+        while binom.sf(c - 1, n, p0) > alpha:
+            c += 1
+        return c if binom.cdf(c - 1, n, p1) <= beta else None
+
+    hi = 1
+    while ok(hi) is None:
+        hi *= 2
+        if hi > max_n:
+            raise ValueError(f"no fixed-sample test up to n={max_n} for p0={p0}, p1={p1}.")
+    lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid) is None:
+            lo = mid
+        else:
+            hi = mid
+    return hi, int(ok(hi))  # type: ignore[arg-type]
+
+
+def calibrate_kappa(lcr_normal: torch.Tensor, confidence: float = 0.99) -> float:
+    """Threshold ``kappa`` = mean LCR of normal inputs + the half-width of its ``confidence`` CI."""
+    v = torch.as_tensor(lcr_normal, dtype=torch.float64).reshape(-1)
+    if v.numel() < 2:
+        raise ValueError(f"need at least 2 normal inputs to calibrate kappa, got {v.numel()}.")
+    z = float(norm.ppf(0.5 + confidence / 2))
+    return float(v.mean() + z * v.std() / math.sqrt(v.numel()))
+
+
+def label_change_rate(model: Callable[[torch.Tensor], Any], mutants: Mutants, x: torch.Tensor, n: int) -> torch.Tensor:
+    """LCR ``(B,)`` of ``x`` over the first ``n`` mutants (labels compared with ``model``'s)."""
+    check_input(x)
+    with eval_mode(model):
+        ref = predicted_labels(model, x)
+    ids = torch.arange(x.shape[0])
+    changes = torch.zeros(x.shape[0], dtype=torch.float64)
+    for k in range(n):
+        changes += (mutants.labels(k, x, ids).cpu() != ref.cpu()).double()
+    return changes / n
+
+
+class NMutantDetector:
+    """nMutant detector: mutants + a calibrated SPRT.
+
+    Args:
+        model: the classifier under test (never modified).
+        x_val, y_val: validation data for the mutant acceptance test (model mutation).
+        mutation: ``"model"`` or ``"input"``.
+        operator, gamma, acc_ratio: model mutation settings (:class:`ModelMutants`).
+        input_step, input_box, bounds: input mutation settings (:class:`InputMutants`).
+        max_mutants: SPRT budget (500).
+        alpha, beta: SPRT error bounds (0.05); indifference: ``sigma / kappa`` (0.1).
+        seed: base seed.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+        >>> x = torch.rand(30, 1, 4, 4); y = net(x).argmax(1)
+        >>> det = NMutantDetector(net, x, y, operator="gf", max_mutants=20)
+        >>> kappa = det.fit(x, n_mutants=10)
+        >>> det.detect(x[:4]).n_used.shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x_val: torch.Tensor,
+        y_val: torch.Tensor,
+        *,
+        mutation: str = "model",
+        operator: str = "nai",
+        gamma: float = 0.05,
+        acc_ratio: float = 0.9,
+        input_step: float = 0.05,
+        input_box: float = 0.25,
+        bounds: Bounds = (0.0, 1.0),
+        max_mutants: int = 500,
+        alpha: float = 0.05,
+        beta: float = 0.05,
+        indifference: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        if mutation == "model":
+            self.mutants: Mutants = ModelMutants(model, x_val, y_val, operator=operator, gamma=gamma,
+                                                 acc_ratio=acc_ratio, seed=seed)  # fmt: skip
+        elif mutation == "input":
+            self.mutants = InputMutants(model, step=input_step, box=input_box, bounds=bounds, seed=seed)
+        else:
+            raise ValueError(f"mutation must be 'model' or 'input', got {mutation!r}.")
+        if max_mutants < 1 or not 0 < indifference < 1:
+            raise ValueError(f"max_mutants must be >= 1 and indifference in (0, 1), got {max_mutants}, {indifference}.")
+        self.model, self.max_mutants = model, max_mutants
+        self.alpha, self.beta, self.indifference = alpha, beta, indifference
+        self.kappa: float | None = None
+
+    def lcr(self, x: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """Label change rate ``(B,)`` over ``n`` mutants (default ``max_mutants``): a continuous score."""
+        return label_change_rate(self.model, self.mutants, x, n or self.max_mutants)
+
+    def fit(self, x_normal: torch.Tensor, *, n_mutants: int | None = None, confidence: float = 0.99) -> float:
+        """Calibrate ``kappa`` on normal inputs ``(B, C, *spatial)``; returns it."""
+        self.kappa = calibrate_kappa(self.lcr(x_normal, n_mutants), confidence)
+        if self.kappa * (1 - self.indifference) < 1e-4:
+            logger.warning("nmutant: normal inputs almost never change label (kappa=%.2g); p0 is floored at 1e-4.",
+                           self.kappa)  # fmt: skip
+        return self.kappa
+
+    @property
+    def hypotheses(self) -> tuple[float, float]:
+        """``(p0, p1)`` of the SPRT."""
+        if self.kappa is None:
+            raise RuntimeError("call fit(x_normal) (or set .kappa) before detecting.")
+        return _hypotheses(self.kappa, self.indifference)
+
+    def detect(self, x: torch.Tensor) -> SPRTResult:
+        """SPRT decision per input of ``x`` ``(B, C, *spatial)``, with the number of mutants used."""
+        check_input(x)
+        p0, p1 = self.hypotheses
+        with eval_mode(self.model):
+            ref = predicted_labels(self.model, x).cpu()
+
+        def fetch(k: int, idx: torch.Tensor) -> torch.Tensor:
+            return self.mutants.labels(k, x[idx.to(x.device)], idx).cpu() != ref[idx]
+
+        return sprt(fetch, x.shape[0], p0=p0, p1=p1, alpha=self.alpha, beta=self.beta, max_n=self.max_mutants)

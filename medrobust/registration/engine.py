@@ -1,0 +1,169 @@
+"""Iteration functions that plug label-driven registration into MONAI engines.
+
+:class:`RegistrationIteration` is the ``iteration_update`` of a MONAI ``SupervisedTrainer``: one
+training step for every regulariser (none, L2 gradient, bending energy, adversarial), so the
+trainer, its handlers (checkpoints, stats, validation) and the bundle config are shared.
+:class:`RegistrationEvalIteration` is the ``iteration_update`` of a ``SupervisedEvaluator``.
+
+Batches are dicts with ``moving_image``, ``fixed_image`` ``(B, 1, *spatial)``, ``moving_label``,
+``fixed_label`` ``(B, C, *spatial)``, and optionally ``case_id`` and ``affine``; the network maps
+``cat([moving, fixed])`` ``(B, 2, *spatial)`` to a voxel-unit DDF ``(B, N, *spatial)``.
+
+Example (config):
+    "trainer": {"_target_": "SupervisedTrainer", ..., "iteration_update":
+        {"_target_": "medrobust.registration.engine.RegistrationIteration",
+         "label_loss": "@label_loss", "regulariser": "bending", "weight": 0.5}}
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.blocks import Warp
+from monai.utils import CommonKeys as Keys
+
+from medrobust.registration.adversarial import AdversarialRegulariser
+from medrobust.registration.losses import REGULARISERS, smoothness_loss
+
+__all__ = ["BATCH_KEYS", "register", "RegistrationIteration", "RegistrationEvalIteration", "LossCSVLogger"]
+
+BATCH_KEYS = ("moving_image", "fixed_image", "moving_label", "fixed_label")
+
+
+def _get(batch: dict, key: str, device: torch.device) -> torch.Tensor:
+    if key not in batch:
+        raise ValueError(f"batch has no {key!r} (keys: {sorted(batch)}); expected {BATCH_KEYS}.")
+    return torch.as_tensor(batch[key]).to(device=device, dtype=torch.float32)
+
+
+def register(network: torch.nn.Module, moving_image: torch.Tensor, fixed_image: torch.Tensor, inferer=None) -> torch.Tensor:
+    """Predict the DDF for ``(B, 1, *spatial)`` moving/fixed images -> ``(B, N, *spatial)`` voxel units."""
+    x = torch.cat([moving_image, fixed_image], dim=1)
+    return inferer(x, network) if inferer is not None else network(x)
+
+
+class RegistrationIteration:
+    """One optimisation step of the registration network with a chosen regulariser.
+
+    Args:
+        label_loss: ``loss(y_true, y_pred)`` on labels (e.g. :func:`~medrobust.registration.losses.label_loss`).
+        regulariser: ``"none"``, ``"diffusion"``, ``"bending"`` or ``"adversarial"``.
+        weight: weight of the regulariser term.
+        adversary: the :class:`AdversarialRegulariser` (required for ``"adversarial"``, ignored otherwise).
+        warp_mode: interpolation of the moving label (``"bilinear"``).
+    """
+
+    def __init__(
+        self,
+        label_loss: torch.nn.Module,
+        *,
+        regulariser: str = "none",
+        weight: float = 0.0,
+        adversary: AdversarialRegulariser | None = None,
+        warp_mode: str = "bilinear",
+    ) -> None:
+        if regulariser not in REGULARISERS:
+            raise ValueError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}.")
+        if regulariser == "adversarial" and adversary is None:
+            raise ValueError("regulariser='adversarial' needs an adversary (AdversarialRegulariser with FE DDFs).")
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}.")
+        self.label_loss = label_loss
+        self.regulariser = regulariser
+        self.weight = float(weight)
+        self.smooth = smoothness_loss(regulariser) if regulariser != "adversarial" else None
+        self.adversary = adversary if regulariser == "adversarial" else None
+        self.warp = Warp(mode=warp_mode, padding_mode="zeros")
+
+    def __call__(self, engine: Any, batchdata: dict) -> dict:
+        device = engine.state.device
+        moving, fixed, ml, fl = (_get(batchdata, k, device) for k in BATCH_KEYS)
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        ddf = register(engine.network, moving, fixed, getattr(engine, "inferer", None))
+        warped = self.warp(ml, ddf)
+        l_label = self.label_loss(fl, warped)
+        reg = torch.zeros((), device=device)
+        d_loss = float("nan")
+        if self.smooth is not None:
+            reg = self.smooth(ddf)
+        elif self.adversary is not None:
+            cond = fixed if self.adversary.discriminator.conditional else None
+            if (engine.state.iteration - 1) % self.adversary.d_every == 0:
+                d_loss = self.adversary.discriminator_step(ddf, cond, batchdata.get("case_id"))
+            reg = self.adversary.generator_loss(ddf, cond)
+        loss = l_label + self.weight * reg
+        loss.backward()
+        engine.optimizer.step()
+        return {
+            Keys.IMAGE: fixed,
+            Keys.LABEL: fl,
+            Keys.PRED: ddf.detach(),
+            Keys.LOSS: loss.detach(),
+            "label_loss": float(l_label.detach()),
+            "regulariser_loss": float(reg.detach()),
+            "d_loss": d_loss,
+        }
+
+
+class RegistrationEvalIteration:
+    """Evaluation/inference step: DDF, warped moving image and all warped moving label channels.
+
+    Output keys: ``pred`` (DDF), ``warped_image``, ``warped_label`` (if labels present), ``fixed_label``,
+    ``moving_label``, ``fixed_image``, ``affine``, ``case_id``, ``seconds`` (network + warp time).
+    """
+
+    def __init__(self, warp_mode: str = "bilinear") -> None:
+        self.warp = Warp(mode=warp_mode, padding_mode="zeros")
+
+    @torch.no_grad()
+    def __call__(self, engine: Any, batchdata: dict) -> dict:
+        device = engine.state.device
+        moving, fixed = _get(batchdata, "moving_image", device), _get(batchdata, "fixed_image", device)
+        engine.network.eval()
+        start = time.perf_counter()
+        ddf = register(engine.network, moving, fixed, getattr(engine, "inferer", None))
+        out: dict[str, Any] = {Keys.PRED: ddf, Keys.IMAGE: fixed, "warped_image": self.warp(moving, ddf), "fixed_image": fixed}
+        if "moving_label" in batchdata:
+            ml = _get(batchdata, "moving_label", device)
+            out["warped_label"] = self.warp(ml, ddf)
+            out["moving_label"] = ml
+        out["seconds"] = time.perf_counter() - start
+        if "fixed_label" in batchdata:
+            out["fixed_label"] = out[Keys.LABEL] = _get(batchdata, "fixed_label", device)
+        out["affine"] = batchdata.get("affine")
+        out["case_id"] = batchdata.get("case_id")
+        return out
+
+
+class LossCSVLogger:
+    """Ignite handler appending each training iteration's losses to a CSV (written as it goes).
+
+    Columns: ``iteration, epoch, loss, label_loss, regulariser_loss, d_loss``.
+    """
+
+    COLUMNS = ("iteration", "epoch", "loss", "label_loss", "regulariser_loss", "d_loss")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._row)
+
+    def _start(self, engine: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            csv.writer(f).writerow(self.COLUMNS)
+
+    def _row(self, engine: Any) -> None:
+        out = engine.state.output
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([engine.state.iteration, engine.state.epoch, float(out[Keys.LOSS]),
+                                    out.get("label_loss"), out.get("regulariser_loss"), out.get("d_loss")])
