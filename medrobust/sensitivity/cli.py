@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
             in_channels=args.in_channels,
             positive_class=args.positive_class,
             activation=args.activation,
-            roi_masks=args.roi_masks,
+            roi_masks=None if str(args.roi_masks).lower() == "none" else args.roi_masks,
             ring_width=args.ring_width,
             overwrite=args.overwrite,
             progress=not args.no_progress,
@@ -129,7 +129,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--positive-class", type=int, default=1, help="class index of the positive class (K >= 2 outputs)")
     p.add_argument("--activation", default="auto", choices=("auto", "sigmoid", "softmax", "none"), help="model outputs -> probabilities")
-    p.add_argument("--roi-masks", help="folder of ROI masks <case_id>.npy/.png/.nii.gz for contrast-to-noise ratios")
+    p.add_argument(
+        "--roi-masks",
+        default="auto",
+        help="folder of ROI masks <case_id>[_calc|_roi].npy/.png/.nii.gz for contrast-to-noise ratios; "
+        "auto: DATA/masks when present; none: off",
+    )
     p.add_argument("--ring-width", type=int, default=5, help="background ring width (pixels) for the ROI CNR")
     p.add_argument("--out", help="run folder (resumed when it holds the same run)")
     p.add_argument("--overwrite", action="store_true", help="replace a run with different settings in --out")

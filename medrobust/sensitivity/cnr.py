@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ring_mask", "contrast_to_noise", "find_mask", "load_roi_mask"]
+__all__ = ["MASK_NAME_SUFFIXES", "ring_mask", "contrast_to_noise", "find_mask", "load_roi_mask"]
 
 _MASK_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii", ".dcm", ".mha", ".nrrd")
 
@@ -66,20 +66,31 @@ def contrast_to_noise(images: torch.Tensor, roi: torch.Tensor, ring_width: int =
     return out
 
 
-def find_mask(folder: Path, case_id: str) -> Path | None:
-    """The mask file for ``case_id`` in ``folder`` (``<case_id>.npy/.png/.nii.gz/...``), if any."""
-    for suffix in _MASK_SUFFIXES:
-        p = folder / f"{case_id}{suffix}"
-        if p.is_file():
-            return p
+#: mask-name suffixes tried after the case id, in order (sample_data writes ``<id>_calc`` and ``<id>_roi``)
+MASK_NAME_SUFFIXES = ("", "_calc", "_roi", "_mask")
+
+
+def find_mask(folder: Path, case_id: str, name_suffixes: tuple[str, ...] = MASK_NAME_SUFFIXES) -> Path | None:
+    """The mask file for ``case_id`` in ``folder``: ``<case_id><suffix>.npy/.png/.nii.gz/...``.
+
+    The first name suffix with any existing file wins (so ``<id>_calc`` before ``<id>_roi``).
+    """
+    for name_suffix in name_suffixes:
+        for suffix in _MASK_SUFFIXES:
+            p = folder / f"{case_id}{name_suffix}{suffix}"
+            if p.is_file():
+                return p
     return None
 
 
-def load_roi_mask(path: Path, spatial_shape: tuple[int, ...]) -> torch.Tensor:
+def load_roi_mask(path: Path, spatial_shape: tuple[int, ...]) -> torch.Tensor | None:
     """Read a mask (``.npy`` or any image medrobust.data loads) as bool ``spatial_shape``.
 
+    Returns:
+        the mask, or None when it is empty (e.g. no calcifications in this case).
+
     Raises:
-        ValueError: unreadable, empty, or not matching ``spatial_shape``.
+        ValueError: unreadable or not matching ``spatial_shape``.
     """
     if path.suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
@@ -95,6 +106,4 @@ def load_roi_mask(path: Path, spatial_shape: tuple[int, ...]) -> torch.Tensor:
     if tuple(arr.shape) != tuple(spatial_shape):
         raise ValueError(f"ROI mask {path.name} has shape {arr.shape}, the image {tuple(spatial_shape)}")
     mask = torch.from_numpy(np.ascontiguousarray(arr > 0))
-    if not bool(mask.any()):
-        raise ValueError(f"ROI mask {path.name} is empty")
-    return mask
+    return mask if bool(mask.any()) else None

@@ -348,7 +348,7 @@ def run_sensitivity(
     in_channels: int | None = None,
     positive_class: int = 1,
     activation: str = "auto",
-    roi_masks: str | Path | None = None,
+    roi_masks: str | Path | None = "auto",
     ring_width: int = 5,
     overwrite: bool = False,
     progress: bool = True,
@@ -373,8 +373,10 @@ def run_sensitivity(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         network_config, input_size, in_channels, positive_class, activation: see
             :func:`medrobust.models.load_model`.
-        roi_masks: optional folder of ROI masks named ``<case_id>.npy/.png/.nii.gz``; adds
-            ROI contrast-to-noise ratios (``cnr.csv``) before and after each perturbation.
+        roi_masks: folder of ROI masks named ``<case_id>[_calc|_roi|_mask].npy/.png/.nii.gz``
+            (empty masks: no CNR for that case); adds ROI contrast-to-noise ratios
+            (``cnr.csv``) before and after each perturbation. ``"auto"`` (default): ``data/masks``
+            when that folder exists; ``None``: off.
         ring_width: background ring width for the CNR, in native pixels.
         overwrite: replace a run with different settings in ``out`` instead of failing.
         progress: show a tqdm progress bar.
@@ -399,7 +401,13 @@ def run_sensitivity(
     labels_path = Path(labels).expanduser().resolve() if labels is not None else None
     if labels_path is not None and not labels_path.is_file():
         raise FileNotFoundError(f"labels CSV {labels_path} not found.")
-    roi_dir = Path(roi_masks).expanduser().resolve() if roi_masks is not None else None
+    if isinstance(roi_masks, str) and roi_masks == "auto":
+        auto = data_root / "masks"
+        roi_dir = auto if auto.is_dir() else None
+        if roi_dir is not None:
+            logger.info("using ROI masks in %s for contrast-to-noise ratios", roi_dir)
+    else:
+        roi_dir = Path(roi_masks).expanduser().resolve() if roi_masks is not None else None
     if roi_dir is not None and not roi_dir.is_dir():
         raise FileNotFoundError(f"ROI mask folder {roi_dir} not found.")
     dev = _resolve_device(device)

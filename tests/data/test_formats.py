@@ -111,3 +111,16 @@ def test_mhd_without_data_file_is_reported(tmp_path):
     (tmp_path / "lost.raw").unlink()
     with pytest.raises(UnusableImageError, match=r"lost\.mhd: unreadable MetaImage"):
         load_image(tmp_path / "lost.mhd")
+
+
+def test_nifti_hdr_img_pair_is_one_item(tmp_path):
+    import nibabel as nib
+
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Pair(data, np.eye(4)), str(tmp_path / "pair.img"))
+    items, errors = scan_dataset(tmp_path)
+    assert [(i.case_id, i.kind, i.path.name) for i in items] == [("pair", "nifti", "pair.hdr")] and not errors
+    np.testing.assert_array_equal(load_image(items[0]).array[0], data)
+    (tmp_path / "pair.img").unlink()
+    with pytest.raises(UnusableImageError, match=r"pair\.hdr: NIfTI header \(\.hdr\) without its \.img"):
+        load_image(tmp_path / "pair.hdr")

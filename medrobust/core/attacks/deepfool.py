@@ -30,7 +30,7 @@ from medrobust.core.attacks.base import (
     model_output,
 )
 from medrobust.core.attacks.gradient import clip_to_bounds, geometry
-from medrobust.core.attacks.losses import class_logits, labels_or_prediction, margin_loss
+from medrobust.core.attacks.losses import class_logits, classification_success, labels_or_prediction, margin_loss
 
 __all__ = ["deepfool"]
 
@@ -89,7 +89,7 @@ def deepfool(
             xr = x_adv.detach().requires_grad_(True)
             z = class_logits(model_output(model, xr))
             fwd += 1
-            active &= z.argmax(1) == labels
+            active &= margin_loss(z, labels) <= 0  # not yet strictly misclassified
             if not bool(active.any()):
                 break
             zc = z.gather(1, cls)
@@ -117,7 +117,7 @@ def deepfool(
     with torch.no_grad():
         z = class_logits(model_output(model, x_adv))
     fwd += 1
-    success = z.argmax(1) != labels
+    success = classification_success(z, labels, targeted=False)
     info = {
         "norm": flat_norm(x_adv - x0, geo.p),
         "loss": margin_loss(z, labels),

@@ -242,7 +242,7 @@ def pgd(
                 g = torch.where(bad, torch.zeros_like(g), g)
             if m is not None:
                 g = g * m
-            zero_grad &= flat_norm(g, "inf") == 0
+            zero_grad &= ~g.reshape(b, -1).any(dim=1)
             delta = (x_adv - x0) + alpha_t * sched(t, steps) * geo.direction(g)
             delta = geo.project(delta, eps_t)
             if m is not None:

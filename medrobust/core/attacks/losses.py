@@ -144,10 +144,10 @@ def margin_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def classification_success(out: torch.Tensor, y: torch.Tensor, *, targeted: bool, **_: Any) -> torch.Tensor:
-    """Untargeted: the predicted class differs from ``y``; targeted: it equals ``y``."""
-    pred = class_logits(out).argmax(dim=1)
-    y = y.reshape(-1).long().to(pred.device)
-    return pred == y if targeted else pred != y
+    """Untargeted: some other class scores strictly above ``y``; targeted: ``y`` scores strictly
+    above every other class. Ties count as failures (``argmax`` would silently pick the first)."""
+    marg = margin_loss(out, y.to(out.device))
+    return marg < 0 if targeted else marg > 0
 
 
 def labels_or_prediction(model: Callable[[torch.Tensor], Any], x: torch.Tensor, y: Any) -> torch.Tensor:

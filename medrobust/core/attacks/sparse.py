@@ -45,7 +45,7 @@ from medrobust.core.attacks.base import (
     model_output,
     per_sample_generators,
 )
-from medrobust.core.attacks.losses import class_logits, labels_or_prediction
+from medrobust.core.attacks.losses import class_logits, classification_success, labels_or_prediction
 # module import (not names): fisher imports this package, so names are looked up at call time
 from medrobust.core.metrics import fisher
 
@@ -79,10 +79,9 @@ def pso_fitness(
 
 def _success(probs: torch.Tensor, *, label: int, target: int, targeted: bool, p_target: float | None,
              p_tol: float) -> torch.Tensor:
-    pred = probs.argmax(dim=1)
     if not targeted:
-        return pred != label
-    ok = pred == target
+        return classification_success(probs, torch.full_like(probs[:, 0], label, dtype=torch.long), targeted=False)
+    ok = classification_success(probs, torch.full_like(probs[:, 0], target, dtype=torch.long), targeted=True)
     if p_target is not None:
         ok &= (probs[:, target] - p_target).abs() <= p_tol
     return ok

@@ -118,8 +118,8 @@ def mutate_(model: nn.Module, operator: str, gamma: float, generator: torch.Gene
             if n < 10:  # the authors skip layers with fewer than 10 neurons
                 continue
             k = max(2, round(n * gamma))
-            sel = _choose(n, k, generator)
-            perm = sel[torch.randperm(sel.numel(), generator=generator)]
+            sel = _choose(n, k, generator)  # a random subset in random order: rolling it moves every neuron
+            perm = sel.roll(1)
             w[sel.to(w.device)] = w[perm.to(w.device)].clone()
             if m.bias is not None:
                 m.bias[sel.to(w.device)] = m.bias[perm.to(w.device)].clone()

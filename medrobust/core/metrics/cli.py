@@ -59,9 +59,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--occlusion-window", type=int, default=4, help="occlusion window (voxels per spatial dim)")
     p.add_argument("--max-detail", type=int, default=8, help="images used by the costly measures (occlusion, probabilistic, nmutant)")
     p.add_argument("--flatness-samples", type=int, default=10, help="weight draws for average-case flatness")
+    p.add_argument("--flatness-iterations", type=int, default=20, help="weight ascent steps for worst-case flatness")
     p.add_argument("--posterior", default="auto", choices=("auto", "dropout", "gaussian"),
                    help="posterior for probabilistic robustness: MC dropout or Gaussian weight noise")  # fmt: skip
-    p.add_argument("--robust-model", help="adversarially fine-tuned model (purification): same architecture")
+    p.add_argument("--robust-model", help="adversarially fine-tuned model (purification): same architecture "
+                   "(a state dict uses --network-config too)")
     p.add_argument("--seed", type=int, default=0, help="seed of every local generator")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run)
@@ -167,7 +169,7 @@ def _flatness(c: _Ctx) -> None:
 
     kw = dict(eps=c.args.eps, steps=c.args.steps, generator=c.args.seed)
     a = average_flatness(c.net, c.x, c.y, samples=c.args.flatness_samples, **kw)
-    w = worst_flatness(c.net, c.x, c.y, **kw)
+    w = worst_flatness(c.net, c.x, c.y, iterations=c.args.flatness_iterations, **kw)
     c.add("robust_loss", a.reference_loss, eps=c.args.eps)
     c.add("average_flatness", a.flatness, xi=a.xi, eps=c.args.eps)
     c.add("worst_flatness", w.flatness, xi=w.xi, eps=c.args.eps)
@@ -235,7 +237,7 @@ def _purification(c: _Ctx) -> None:
 
     if not c.args.robust_model:
         raise ValueError("measure 'purification' needs --robust-model (the adversarially fine-tuned model).")
-    robust = load_model(c.args.robust_model).network
+    robust = load_model(c.args.robust_model, network_config=c.args.network_config, input_size=c.args.input_size).network
     res = purification_decomposition(c.net, robust)
     res.to_frame().to_csv(c.out / "purification.csv", index=False)
     plot_filters(c.net, robust, c.out / "filters.png", result=res)

@@ -11,8 +11,8 @@ predicted label otherwise) the FI is ``FI = grad f^T G^+ grad f``.
 
 - :func:`image_fisher_information`: ``omega`` = the whole image. ``G`` has rank ``<= K``, so the
   pseudo-inverse is taken in the K-dimensional column space of ``L`` (thin SVD of the ``d x K``
-  matrix, singular values ``<= sv_tol`` dropped as in the authors' code); the ``d x d`` matrix
-  is never formed. For ``f = log p_y`` with all ``K - 1`` directions kept, ``FI = (1 - p_y) / p_y``.
+  matrix, singular values ``<= sv_tol`` dropped as in the authors' code, and those below the
+  numerical rank); the ``d x d`` matrix is never formed. For ``f = log p_y`` with all ``K - 1`` directions kept, ``FI = (1 - p_y) / p_y``.
 - :func:`pixel_fisher_information`: ``omega`` = one entry ``j`` of the input:
   ``FI_j = (d_j log p_y)^2 / sum_k p_k (d_j log p_k)^2``.
 - :func:`fisher_information_from_jacobian`: the column-space computation for any perturbation
@@ -71,7 +71,7 @@ def log_prob_jacobian(
 
 
 def fisher_information_from_jacobian(
-    a: torch.Tensor, p: torch.Tensor, grad_f: torch.Tensor, *, sv_tol: float = 1e-3
+    a: torch.Tensor, p: torch.Tensor, grad_f: torch.Tensor, *, sv_tol: float = 1e-3, rtol: float | None = None
 ) -> torch.Tensor:
     """``grad_f^T G^+ grad_f`` with ``G = sum_k p_k a_k a_k^T``, in the column space of ``L``.
 
@@ -82,6 +82,9 @@ def fisher_information_from_jacobian(
         sv_tol: singular values of ``L`` at or below this are dropped (the authors' ``1e-3``;
             ``G``'s eigenvalues are their squares). Note it is absolute, in the units of the
             gradients.
+        rtol: singular values at or below ``rtol * s_max`` are dropped too (numerical rank: the
+            exact null direction ``sqrt(p)`` of ``L`` comes out at ``~eps * s_max`` in floating
+            point); default ``sqrt(eps)`` of ``a``'s dtype (3e-4 for float32, 1.5e-8 for float64).
 
     Returns:
         FI ``(B,)`` (in ``a``'s dtype; computed in float64).
@@ -95,7 +98,8 @@ def fisher_information_from_jacobian(
         raise ValueError(f"grad_f has {g.shape[1]} entries per sample, a has {lt.shape[2]}.")
     # Thin SVD of the d x K matrix L = U S V^T (never the d x d G): G^+ = U_r S_r^-2 U_r^T.
     u, s, _ = torch.linalg.svd(lt.transpose(1, 2), full_matrices=False)  # u: (B, d, K)
-    keep = s > sv_tol
+    rel = torch.finfo(a.dtype).eps ** 0.5 if rtol is None else rtol
+    keep = (s > sv_tol) & (s > rel * s[:, :1])
     proj = torch.einsum("bdk,bd->bk", u, g)
     fi = torch.where(keep, proj / s.clamp_min(1e-300), torch.zeros_like(proj)).pow(2).sum(1)
     return fi.to(a.dtype)
@@ -120,6 +124,7 @@ def image_fisher_information(
     target: torch.Tensor | int | None = None,
     *,
     sv_tol: float = 1e-3,
+    rtol: float | None = None,
 ) -> torch.Tensor:
     """Image-level FI vulnerability score ``(B,)`` for ``f = log p_target`` (``omega`` = whole image).
 
@@ -127,7 +132,7 @@ def image_fisher_information(
         model: classifier ``(B, C, *spatial) -> (B, K)`` (or a single logit).
         x: ``(B, C, *spatial)``, 2-D or 3-D.
         target: the class of the objective: true labels on training data, ``None`` = predicted.
-        sv_tol: see :func:`fisher_information_from_jacobian`.
+        sv_tol, rtol: see :func:`fisher_information_from_jacobian`.
 
     Returns:
         ``(B,)``; larger is more vulnerable (the mFI-PSO paper attacks images with FI >= 0.01).
@@ -135,7 +140,7 @@ def image_fisher_information(
     a, p = log_prob_jacobian(model, x)
     t = _resolve_target(target, p)
     grad_f = a[torch.arange(a.shape[0], device=a.device), t]
-    return fisher_information_from_jacobian(a, p, grad_f, sv_tol=sv_tol)
+    return fisher_information_from_jacobian(a, p, grad_f, sv_tol=sv_tol, rtol=rtol)
 
 
 def pixel_fisher_information(

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medrobust.core.attacks import cw_l2, deepfool, fgsm, pgd
+from medrobust.core.attacks.losses import margin_loss
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -58,13 +59,21 @@ def test_cw_success_rate_agrees(trained_classifier):
         assert 0.7 <= float(ratio) <= 1.3
 
 
-def test_deepfool_success_rate_agrees(trained_classifier):
+def test_deepfool_agrees(trained_classifier):
+    """Same perturbations; success differs only where torchattacks stops exactly on the boundary.
+
+    Both stop once a step crosses the linearised boundary, so the final margin is tiny; torchattacks
+    applies the overshoot to the last step only and can end on a tie (``argmax`` then keeps the
+    label), while the overshoot on the accumulated perturbation keeps a small positive margin.
+    """
     model, x, y = trained_classifier
     theirs = torchattacks.DeepFool(model, steps=50, overshoot=0.02)(x, y)
     ours = deepfool(model, x, y, steps=50, overshoot=0.02)
     with torch.no_grad():
-        rate_theirs = float((model(theirs).argmax(1) != y).float().mean())
-    assert abs(float(ours.success.float().mean()) - rate_theirs) <= 0.1
+        z_theirs = model(theirs)
+    succ_theirs = z_theirs.argmax(1) != y
+    assert float(ours.success.float().mean()) >= float(succ_theirs.float().mean()) - 0.05
+    disagree = ours.success != succ_theirs
+    assert bool((margin_loss(z_theirs[disagree], y[disagree]).abs() < 1e-3).all())
     l2_theirs = (theirs - x).flatten(1).norm(dim=1)
-    ratio = ours.info["norm"].median() / l2_theirs.median()
-    assert 0.7 <= float(ratio) <= 1.3
+    torch.testing.assert_close(ours.info["norm"], l2_theirs, atol=0.02, rtol=0.05)

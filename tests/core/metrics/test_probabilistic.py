@@ -87,6 +87,10 @@ def test_massart_and_clopper_pearson():
     assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), rel=1e-6)
     lo, hi = clopper_pearson(10, 10, 0.05)
     assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 10), rel=1e-6)
+    from scipy.stats import beta
+
+    lo, hi = clopper_pearson(7, 30, 0.1)
+    assert lo == pytest.approx(beta.ppf(0.05, 7, 24)) and hi == pytest.approx(beta.ppf(0.95, 8, 23))
     assert massart_sample_size((0.3, 0.7), 0.075, 0.05) is None  # interval holds 1/2: no saving
     far = massart_sample_size((0.01, 0.05), 0.075, 0.025)
     near = massart_sample_size((0.3, 0.4), 0.075, 0.025)

@@ -1,0 +1,174 @@
+"""nMutant: mutation operators, SPRT error rates, calibration, and detection of PGD adversarials."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from scipy.stats import binom
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from medrobust.core.attacks import pgd
+from medrobust.core.detectors.nmutant import (
+    InputMutants,
+    ModelMutants,
+    NMutantDetector,
+    calibrate_kappa,
+    fixed_sample_size,
+    label_change_rate,
+    mutate_,
+    sprt,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two overlapping classes: bright vs dark centre on noise (10x10), so some inputs are near the boundary."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = 0.5 * torch.rand(n, 1, 10, 10, generator=g)
+    x[:, :, 3:7, 3:7] += (y.float() * 0.3 + 0.1).reshape(n, 1, 1, 1) * torch.rand(n, 1, 1, 1, generator=g) * 1.5
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = _data(256, 0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(800, 32), nn.ReLU(),
+                            nn.Linear(32, 2))  # fmt: skip
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    n_threads = torch.get_num_threads()  # module fixtures run before the per-test thread setting
+    torch.set_num_threads(1)
+    try:
+        for _ in range(30):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(n_threads)
+    for p in net.parameters():
+        p.grad = None
+    return net.eval(), x, y
+
+
+def test_operators_on_2d_and_3d():
+    for conv in (nn.Conv2d, nn.Conv3d):
+        net = nn.Sequential(conv(1, 20, 3), nn.ReLU(), conv(20, 12, 3))
+        ref = copy.deepcopy(net)
+        for op in ("gf", "ws", "ns", "nai"):
+            m = mutate_(copy.deepcopy(net), op, 0.1, torch.Generator().manual_seed(1))
+            assert not torch.equal(m[0].weight, ref[0].weight) or not torch.equal(m[2].weight, ref[2].weight), op
+        w = ref[0].weight
+        ws = mutate_(copy.deepcopy(net), "ws", 0.2, torch.Generator().manual_seed(2))[0].weight
+        # weight shuffling keeps each neuron's multiset of incoming weights
+        assert torch.allclose(ws.flatten(1).sort(1).values, w.flatten(1).sort(1).values)
+        nai = mutate_(copy.deepcopy(net), "nai", 0.2, torch.Generator().manual_seed(3))
+        neg = [(nai[i].weight.flatten(1) == -ref[i].weight.flatten(1)).all(1) for i in (0, 2)]
+        same = [(nai[i].weight.flatten(1) == ref[i].weight.flatten(1)).all(1) for i in (0, 2)]
+        assert int(sum(n.sum() for n in neg)) == int(32 * 0.2) and all(bool((a | b).all()) for a, b in zip(neg, same))
+        ns = mutate_(copy.deepcopy(net), "ns", 0.3, torch.Generator().manual_seed(4))[0].weight
+        assert torch.allclose(ns.flatten(1).sort(0).values, w.flatten(1).sort(0).values)  # rows permuted
+        gf = mutate_(copy.deepcopy(net), "gf", 0.1, torch.Generator().manual_seed(5))
+        changed = sum(int((a != b).sum()) for a, b in zip(gf.parameters(), ref.parameters()))
+        total = sum(p.numel() for p in ref.parameters())
+        assert changed == int(total * 0.1)
+
+
+def test_mutants_accepted_reproducible_and_model_untouched(trained):
+    net, x, y = trained
+    state = copy.deepcopy(net.state_dict())
+    rng = torch.get_rng_state()
+    m1 = ModelMutants(net, x[:64], y[:64], operator="gf", gamma=0.05, seed=3)
+    m2 = ModelMutants(net, x[:64], y[:64], operator="gf", gamma=0.05, seed=3)
+    m1.generate(6)
+    assert all(a >= 0.9 * m1.original_accuracy for a in m1.accuracies)
+    assert torch.equal(m1.labels(5, x[64:96]), m2.labels(5, x[64:96]))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    with pytest.raises(RuntimeError, match="lower gamma"):
+        ModelMutants(net, x[:64], y[:64], operator="nai", gamma=1.0, max_tries=2).generate(3)
+
+
+@pytest.mark.parametrize("p_true,p0,p1", [(0.1, 0.1, 0.3), (0.3, 0.1, 0.3), (0.018, 0.018, 0.022 * 1.5)])
+def test_sprt_error_rates_on_bernoulli_streams(p_true, p0, p1):
+    alpha = beta = 0.05
+    streams = 4000
+    g = torch.Generator().manual_seed(int(p_true * 1000))
+    obs = torch.rand(3000, streams, generator=g) < p_true
+    r = sprt(obs, streams, p0=p0, p1=p1, alpha=alpha, beta=beta, max_n=3000)
+    assert float(r.decided.float().mean()) > 0.99
+    se = (0.05 * 0.95 / streams) ** 0.5
+    if p_true == p0:  # false positives: Wald's bound alpha / (1 - beta), plus 3 standard errors
+        assert float(r.adversarial.float().mean()) <= alpha / (1 - beta) + 3 * se
+    else:  # misses
+        assert float((~r.adversarial).float().mean()) <= beta / (1 - alpha) + 3 * se
+    n_fixed, _ = fixed_sample_size(p0, p1, alpha, beta)
+    assert float(r.n_used.float().mean()) < n_fixed  # the point of a sequential test
+
+
+def test_fixed_sample_size_meets_the_bounds():
+    n, c = fixed_sample_size(0.1, 0.3, 0.05, 0.05)
+    assert binom.sf(c - 1, n, 0.1) <= 0.05 and binom.cdf(c - 1, n, 0.3) <= 0.05
+    assert (n, c) == (45, 9)
+
+
+def test_calibrate_kappa():
+    v = torch.tensor([0.0, 0.1, 0.2, 0.1])
+    assert calibrate_kappa(v) == pytest.approx(0.1 + 2.5758293 * float(v.std()) / 2, rel=1e-6)
+
+
+def test_input_mutants_stay_in_bounds_and_change_a_box():
+    x = torch.full((3, 1, 8, 8, 8), 0.5)
+    im = InputMutants(nn.Sequential(nn.Flatten(), nn.Linear(512, 2)), step=0.2, box=0.25, seed=1)
+    xm = im.mutate(0, x)
+    changed = (xm != x).flatten(1).sum(1)
+    assert bool((changed > 0).all()) and bool((changed <= 8).all())  # a 2x2x2 box
+    assert xm.min() >= 0.3 - 1e-6 and xm.max() <= 0.7 + 1e-6
+    assert torch.equal(im.mutate(0, x[1:2], torch.tensor([1])), xm[1:2])  # per-sample: batch-independent
+
+
+def test_detects_pgd_adversarials_better_than_chance(trained):
+    # nMutant's premise: adversarial inputs sit just across the boundary. A small PGD radius gives
+    # such inputs; (high-confidence adversarials from a large radius are not detected: see docs/metrics.md)
+    net, x, y = trained
+    xt, yt = _data(400, 1)
+    with torch.no_grad():
+        ok = net(xt).argmax(1) == yt
+    xt, yt = xt[ok], yt[ok]
+    res = pgd(net, xt, yt, eps=0.03, steps=10, generator=0)
+    adv = res.x_adv[res.success][:30]
+    normal = xt[:30]
+    assert len(adv) >= 15
+    det = NMutantDetector(net, x[:128], y[:128], operator="nai", gamma=0.05, max_mutants=200, seed=0)
+    kappa = det.fit(x[128:192], n_mutants=40)
+    lcr_adv, lcr_norm = det.lcr(adv, 40), det.lcr(normal, 40)
+    auc = roc_auc_score([1] * len(lcr_adv) + [0] * len(lcr_norm), torch.cat([lcr_adv, lcr_norm]).numpy())
+    assert auc > 0.75
+    r_adv, r_norm = det.detect(adv), det.detect(normal)
+    assert float(r_adv.adversarial.float().mean()) > float(r_norm.adversarial.float().mean()) + 0.3
+    assert bool((r_adv.n_used >= 1).all()) and bool((r_adv.n_used <= 200).all())
+    assert 0 < kappa < 1
+    assert torch.allclose(label_change_rate(net, det.mutants, adv[:4], 40), lcr_adv[:4])
+
+
+def test_bad_inputs(trained):
+    net, x, y = trained
+    with pytest.raises(ValueError, match="operator"):
+        mutate_(copy.deepcopy(net), "flip", 0.1, torch.Generator())
+    with pytest.raises(ValueError, match="p0 < p1"):
+        sprt(torch.zeros(5, 2, dtype=torch.bool), 2, p0=0.3, p1=0.1)
+    with pytest.raises(RuntimeError, match="fit"):
+        NMutantDetector(net, x[:16], y[:16]).detect(x[:2])
+    with pytest.raises(ValueError, match="mutation"):
+        NMutantDetector(net, x[:16], y[:16], mutation="weights")
