@@ -134,7 +134,8 @@ def sparse_pso(
         bounds, mask: as in :func:`~medrobust.core.attacks.gradient.pgd`; only entries inside
             ``mask`` are chosen.
         generator: per-sample randomness, see :func:`~medrobust.core.attacks.base.per_sample_generators`.
-        chunk: candidates per forward (default: the whole swarm).
+        chunk: candidates per forward (default: the whole swarm, or fewer so that a chunk holds
+            at most 2**24 input values).
 
     Returns:
         :class:`~medrobust.core.attacks.base.AttackResult`; ``info``: ``indices`` (list of ``(k_i,)``
@@ -170,6 +171,7 @@ def sparse_pso(
     gens = per_sample_generators(generator, b)
     lo_f, hi_f = lo.expand_as(x0).reshape(b, -1), hi.expand_as(x0).reshape(b, -1)
     x_flat = x0.reshape(b, -1)
+    step = int(chunk) if chunk else max(1, min(swarm, 2**24 // max(1, x_flat.shape[1])))
 
     x_adv = x0.clone().reshape(b, -1)
     success = torch.zeros(b, dtype=torch.bool, device=x0.device)
@@ -196,13 +198,14 @@ def sparse_pso(
             return torch.rand(shape, generator=g, device=g.device).to(x0)
 
         def evaluate(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            cand = x_flat[i].expand(pos.shape[0], -1).clone()
-            cand[:, idx] = xi + pos
-            cand = cand.reshape(pos.shape[0], *x0.shape[1:])
-            step = chunk or pos.shape[0]
-            with torch.no_grad():
-                pr = torch.cat([torch.softmax(class_logits(model_output(model, cand[j:j + step])), dim=1)
-                                for j in range(0, pos.shape[0], step)])
+            prs = []
+            for j in range(0, pos.shape[0], step):  # candidates built per chunk: volumes x swarm can be large
+                cand = x_flat[i].expand(min(step, pos.shape[0] - j), -1).clone()
+                cand[:, idx] = xi + pos[j:j + step]
+                with torch.no_grad():
+                    out = model_output(model, cand.reshape(cand.shape[0], *x0.shape[1:]))
+                prs.append(torch.softmax(class_logits(out), dim=1))
+            pr = torch.cat(prs)
             l1 = (pos.abs() / span).sum(dim=1)
             kw = dict(label=int(labels[i]), target=int(tgt[i]), targeted=targeted, p_target=p_target)
             return pso_fitness(pr, l1, a1=a1, a2=a2_eff, **kw), _success(pr, p_tol=p_tol, **kw), pr

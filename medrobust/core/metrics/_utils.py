@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,8 @@ __all__ = [
     "check_input",
     "model_output",
     "spatial_dims_of",
+    "pyplot",
+    "save_figure",
 ]
 
 
@@ -96,3 +99,22 @@ def spatial_dims_of(x: torch.Tensor) -> int:
     if n not in (1, 2, 3):
         raise ValueError(f"x must have 1, 2 or 3 spatial dims (B, C, H[, W[, D]]), got shape {tuple(x.shape)}.")
     return n
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the non-interactive Agg backend (imported only when plotting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 100) -> Path:
+    """Save ``fig`` as ``path`` (parents created), close it, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path

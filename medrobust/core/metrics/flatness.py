@@ -146,6 +146,15 @@ def _private_copy(model: nn.Module) -> tuple[nn.Module, list[tuple[str, nn.Param
     return m, params, [p.detach().clone() for _, p in params]
 
 
+def _seed_and_generator(generator: torch.Generator | int | None) -> tuple[int, torch.Generator]:
+    """An int base seed (for the PGD starts) and a CPU generator for the weight draws."""
+    if isinstance(generator, torch.Generator):
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    else:
+        seed = 0 if generator is None else int(generator)
+    return seed, torch.Generator().manual_seed(seed)
+
+
 def _check_settings(xi: float, relative: str) -> None:
     if xi < 0:
         raise ValueError(f"xi must be >= 0, got {xi}.")
@@ -191,9 +200,7 @@ def average_flatness(
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}.")
     m, params, w0 = _private_copy(model)
-    seed = generator if isinstance(generator, int) else (0 if generator is None else
-                                                         int(torch.randint(0, 2**62, (1,), generator=generator)))  # fmt: skip
-    gen = torch.Generator().manual_seed(seed)
+    seed, gen = _seed_and_generator(generator)
     kw = dict(eps=eps, steps=steps, alpha=alpha, norm=norm, bounds=bounds, batch_size=batch_size)
     ref = robust_loss(m, x, y, generator=seed, **kw)
     losses = []
@@ -246,9 +253,7 @@ def worst_flatness(
         raise ValueError(f"iterations and restarts must be >= 1, got {iterations} and {restarts}.")
     step = xi if lr is None else float(lr)
     m, params, w0 = _private_copy(model)
-    seed = generator if isinstance(generator, int) else (0 if generator is None else
-                                                         int(torch.randint(0, 2**62, (1,), generator=generator)))  # fmt: skip
-    gen = torch.Generator().manual_seed(seed)
+    seed, gen = _seed_and_generator(generator)
     kw = dict(eps=eps, steps=steps, alpha=alpha, norm=norm, bounds=bounds, batch_size=batch_size)
     ref = robust_loss(m, x, y, generator=seed, **kw)
     yy = y.reshape(-1).long().to(x.device)

@@ -25,7 +25,15 @@ import torch.nn.functional as F
 from medrobust.core.attacks import pgd
 from medrobust.core.attacks.base import Bounds, GeneratorLike, as_bounds, draw, input_gradient, per_sample_generators
 from medrobust.core.attacks.losses import cross_entropy_loss, margin_loss
-from medrobust.core.metrics._utils import check_input, class_logits, eval_mode, model_output, predicted_labels
+from medrobust.core.metrics._utils import (
+    check_input,
+    class_logits,
+    eval_mode,
+    model_output,
+    predicted_labels,
+    pyplot,
+    save_figure,
+)
 
 __all__ = ["kl_loss", "intrinsic_robustness", "LossSurface", "loss_surface", "plot_loss_surface"]
 
@@ -165,11 +173,7 @@ def loss_surface(
 
 def plot_loss_surface(surface: LossSurface, path: str | Path, *, index: int = 0, title: str | None = None) -> Path:
     """PNG of one sample's surface: a 3-D plot and a contour map (the zero-margin line is the boundary)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not 0 <= index < surface.values.shape[0]:
         raise ValueError(f"index must be in [0, {surface.values.shape[0] - 1}], got {index}.")
     a, b = np.meshgrid(surface.a.numpy(), surface.b.numpy(), indexing="ij")
@@ -189,8 +193,4 @@ def plot_loss_surface(surface: LossSurface, path: str | Path, *, index: int = 0,
     ax2.set_ylabel("b (random sign dir.)")
     fig.suptitle(title or f"{surface.quantity} around sample {index} (class {int(surface.labels[index])})")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

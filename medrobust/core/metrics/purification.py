@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medrobust.core.metrics._utils import pyplot, save_figure
+
 __all__ = ["first_conv_weight", "PurificationResult", "purification_decomposition", "plot_filters"]
 
 
@@ -138,11 +140,7 @@ def plot_filters(
     max_filters: int = 32,
 ) -> Path:
     """PNG: clean filters (top row of each pair), robust filters (bottom), titled with ``||v||/||w||``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     wc = first_conv_weight(clean) if isinstance(clean, nn.Module) else clean.detach()
     wr = first_conv_weight(robust) if isinstance(robust, nn.Module) else robust.detach()
     result = result or purification_decomposition(wc, wr)
@@ -163,8 +161,4 @@ def plot_filters(
                                      fontsize=7)  # fmt: skip
     fig.suptitle("first-layer filters: clean (upper) vs adversarially fine-tuned (lower); r = ||v||/||w||", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -28,7 +28,7 @@ from monai.networks.layers import GaussianFilter
 from scipy.stats import spearmanr
 
 from medrobust.core.attacks.base import Bounds, GeneratorLike, as_bounds, draw, per_sample_generators
-from medrobust.core.metrics._utils import ClassLogits, check_input, eval_mode, spatial_dims_of
+from medrobust.core.metrics._utils import ClassLogits, check_input, eval_mode, pyplot, save_figure, spatial_dims_of
 from medrobust.core.metrics.attribution import occlusion, resolve_target
 
 __all__ = [
@@ -251,11 +251,7 @@ def plot_maps(x: torch.Tensor, maps: dict[str, torch.Tensor], path: str | Path, 
     Maps are shown with a symmetric diverging colour scale; 3-D inputs show the middle slice of
     the last spatial axis, multi-channel inputs the channel mean.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = min(max_samples, x.shape[0])
     names = list(maps)
     fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.2 * (len(names) + 1), 2.2 * n), squeeze=False)
@@ -271,11 +267,7 @@ def plot_maps(x: torch.Tensor, maps: dict[str, torch.Tensor], path: str | Path, 
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_baseline_study(study: BaselineStudy, x: torch.Tensor, path: str | Path, *, max_samples: int = 4) -> Path:

@@ -55,7 +55,7 @@ def _workflow(config_file, workflow_type: str, **overrides):
     from monai.bundle import ConfigWorkflow
 
     return ConfigWorkflow(
-        config_file=config_file if isinstance(config_file, str) else [str(c) for c in config_file],
+        config_file=[str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file),
         meta_file=str(META),
         logging_file=str(CONFIGS / "logging.conf"),
         workflow_type=workflow_type,

@@ -45,19 +45,19 @@ def test_defense_lowers_robust_loss_2d(toy, name):
     assert after < 0.8 * before, f"{name}: PGD robust CE {before:.3f} -> {after:.3f}"
 
 
-@pytest.mark.parametrize("name", ["pgd-at", "trades", "adt-exp-am"])
+@pytest.mark.parametrize("name", ["pgd-at", "fast-fgsm", "trades", "mart", "trades-awp", "adt-exp", "adt-exp-am", "fisher-at"])
 def test_defense_lowers_robust_loss_3d(toy, name):
     x, y = toy.classification(8, spatial=(6, 6, 6))
     net = toy.classifier(3)
     before = toy.robust_ce(net, x, y, EPS)
-    _, losses = toy.train(net, x, y, build_defense(name, eps=EPS, seed=2, **OPTIONS.get(name, {})), iters=15,
-                            lr=0.08)
+    _, losses = toy.train(net, x, y, build_defense(name, eps=EPS, seed=2, **OPTIONS.get(name, {})), iters=30,
+                            lr=0.03)
     after = toy.robust_ce(net, x, y, EPS)
     first, last = _first_last(losses)
     assert last < first and after < 0.8 * before, f"{name} 3-D: loss {first:.3f}->{last:.3f}, robust {before:.3f}->{after:.3f}"
 
 
-@pytest.mark.parametrize("name", ["pgd-at", "trades", "mart", "adt-exp"])
+@pytest.mark.parametrize("name", ["pgd-at", "fgm", "trades", "mart", "at-awp", "trades-awp", "adt-exp", "adt-exp-am"])
 def test_defense_with_segmentation_loss(toy, name):
     x, y = toy.segmentation(6)
     net = toy.segmenter()
