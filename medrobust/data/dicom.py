@@ -269,15 +269,6 @@ def _pixel_spacing(ds: Any) -> tuple[tuple[float, float], str]:
     return (1.0, 1.0), "unknown"
 
 
-def _check_finite(arr: np.ndarray, path: Path) -> None:
-    finite = np.isfinite(arr)
-    if not finite.all():
-        n_nan = int(np.isnan(arr).sum())
-        n_inf = int(arr.size - finite.sum() - n_nan)
-        parts = [f"NaN in {n_nan} voxels" if n_nan else "", f"inf in {n_inf} voxels" if n_inf else ""]
-        raise UnusableImageError(path, ", ".join(p for p in parts if p))
-
-
 @quiet_pydicom()
 def load_dicom_file(path: str | Path, *, voi: bool = True) -> tuple[np.ndarray, tuple[float, ...], str | None, dict]:
     """Load one DICOM file (single- or multi-frame).
@@ -290,12 +281,11 @@ def load_dicom_file(path: str | Path, *, voi: bool = True) -> tuple[np.ndarray, 
         ``(array (C, H, W[, F]) float32, spacing, modality, meta)``.
 
     Raises:
-        UnusableImageError: see :func:`dicom_pixels`; NaN/inf values.
+        UnusableImageError: see :func:`dicom_pixels` (NaN/inf values are checked by ``load_image``).
     """
     path = Path(path)
     ds = read_dicom(path)
     arr, steps, value_range = dicom_pixels(ds, path, voi=voi)
-    _check_finite(arr, path)
     (dy, dx), source = _pixel_spacing(ds)
     spacing: tuple[float, ...] = (dy, dx)
     if arr.ndim == 4:
@@ -377,7 +367,6 @@ def load_dicom_series(
             raise UnusableImageError(folder, f"slices differ in shape: {slices[0].shape[1:]} vs {arr.shape[1:]} ({f.name})")
         slices.append(arr)
     vol = np.stack(slices, axis=-1)
-    _check_finite(vol, folder)
     (dy, dx), source = _pixel_spacing(ref)
     if pos is not None:
         dz = float(np.median(np.diff(np.sort(pos))))

@@ -26,7 +26,6 @@ __all__ = [
     "atleast_kd",
     "model_output",
     "input_gradient",
-    "clone_result_info",
 ]
 
 Bounds = tuple[Union[float, torch.Tensor], Union[float, torch.Tensor]]
@@ -227,8 +226,3 @@ def input_gradient(
         val = objective(out)
         (g,) = torch.autograd.grad(val.sum(), xr)
     return val.detach(), g.detach(), out.detach()
-
-
-def clone_result_info(info: dict[str, Any]) -> dict[str, Any]:
-    """Detached copy of an info dict (tensors cloned), for callers that keep results around."""
-    return {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in info.items()}

@@ -201,6 +201,8 @@ def pgd(
         raise ValueError(f"steps must be a positive int, got {steps!r}.")
     if not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts must be a positive int, got {restarts!r}.")
+    if restarts > 1 and not random_start:
+        logger.warning("pgd: restarts=%d without random_start repeat the same run; set random_start=True.", restarts)
     geo = geometry(norm)
     sched = step_schedule(schedule)
     obj = resolve_objective(loss_fn, success_fn)

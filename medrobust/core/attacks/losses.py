@@ -128,6 +128,7 @@ def class_logits(out: torch.Tensor) -> torch.Tensor:
 def cross_entropy_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy ``(B,)``: softmax CE for ``(B, K)`` logits, BCE-with-logits for a
     single logit (``y`` in ``{0, 1}`` or a probability)."""
+    y = torch.as_tensor(y, device=out.device)
     if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):
         z = out.reshape(-1)
         return F.binary_cross_entropy_with_logits(z, y.reshape(-1).to(z.dtype), reduction="none")
@@ -137,7 +138,7 @@ def cross_entropy_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def margin_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Carlini-Wagner margin ``max_{k != y} z_k - z_y`` ``(B,)`` (positive once misclassified)."""
     z = class_logits(out)
-    y = y.reshape(-1).long()
+    y = torch.as_tensor(y, device=z.device).reshape(-1).long()
     zy = z.gather(1, y[:, None])[:, 0]
     other = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), float("-inf")).amax(dim=1)
     return other - zy

@@ -98,10 +98,13 @@ def build_defense(name: str | None, **options: Any) -> AdversarialTrainingStep |
         raise ValueError(f"defense {key!r} needs eps (the perturbation radius), got none.")
     awp_kwargs = {_AWP_OPTIONS[k]: given.pop(k) for k in list(given) if k in _AWP_OPTIONS}
     cls = DEFENSES[_AWP_INNER.get(key, key)]
-    accepted = _options(cls) - _FIXED.get(cls, set())
-    ignored = sorted(set(given) - accepted)
+    fixed = _FIXED.get(cls, set())
+    accepted = _options(cls) - fixed
+    ignored = sorted(set(given) - accepted - fixed)
     if ignored:
         warnings.warn(f"defense {key!r} ignores options {ignored}.", stacklevel=2)
+    if set(given) & fixed:
+        logger.info("defense %r fixes %s itself; the given values are not used.", key, sorted(set(given) & fixed))
     if awp_kwargs and key not in _AWP_INNER:
         warnings.warn(f"defense {key!r} is not an AWP variant; ignores {sorted(awp_kwargs)}.", stacklevel=2)
     step = cls(**{k: v for k, v in given.items() if k in accepted})

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from monai.engines import SupervisedEvaluator
+from monai.losses import DiceCELoss
 
 from medrobust.core.defenses import (
     ADTEXP,
@@ -226,7 +227,8 @@ def test_mart_segmentation_shapes(toy):
     x, y = toy.segmentation(2)
     net = toy.segmenter()
     m = MART(eps=0.05, steps=2, attack_loss="dicece")
-    loss, pred = m.training_loss(net, x, m.make_adversarial(net, x, y, None), y, torch.nn.Identity())
+    loss, pred = m.training_loss(net, x, m.make_adversarial(net, x, y, None), y,
+                                 DiceCELoss(to_onehot_y=True, softmax=True))
     assert loss.ndim == 0 and pred.shape == (2, 2, 8, 8)
 
 
