@@ -67,6 +67,7 @@ def generate_all(
 
     Raises:
         ValueError: an unknown name in ``only``.
+        FileExistsError: ``out/<name>`` holds files but no manifest (not ours: never deleted).
     """
     names = list(GENERATORS) if not only else list(only)
     unknown = [x for x in names if x not in GENERATORS]
@@ -92,7 +93,10 @@ def generate_all(
                     continue
             except json.JSONDecodeError:
                 pass  # a broken manifest: regenerate
-        if target.exists():
+        if target.exists() and any(target.iterdir()):
+            if not mpath.is_file():
+                raise FileExistsError(f"{target} exists and was not written by this generator (no {MANIFEST}); "
+                                      "refusing to overwrite it: choose another --out")
             shutil.rmtree(target)  # stale output from other parameters
         t0 = time.perf_counter()
         kwargs = {"seed": seed} if n_eff is None else {"n": n_eff, "seed": seed}

@@ -7,10 +7,10 @@ power-law (1/f^beta, beta ~ 3) noise, a pectoral muscle triangle on MLO views an
 ===============  =========================================  ==============================================
 subgroup         benign (label 0)                           malignant (label 1)
 ===============  =========================================  ==============================================
-soft_tissue      round/oval circumscribed mass, sharp edge  irregular lobulated mass, ill-defined edge,
-                                                            spicules radiating out
-calcification    2-5 coarse round calcifications (0.4-1 mm  12-30 fine pleomorphic calcifications
-                 radius), scattered, moderate density       (0.1-0.35 mm), tightly clustered, dense
+soft_tissue      round/oval circumscribed mass, sharp edge, irregular lobulated mass, ill-defined edge,
+                 radius 3.5-8 mm, contrast 0.12-0.24        spicules; radius 5-10 mm, contrast 0.22-0.34
+calcification    2-5 coarse round calcifications (0.4-1 mm  25-50 fine pleomorphic calcifications
+                 radius), scattered, moderate density       (0.12-0.35 mm), clustered (3-5.5 mm), dense
 ===============  =========================================  ==============================================
 
 Lesions are specified in millimetres, so they keep their physical size at any matrix size;
@@ -131,7 +131,7 @@ def _paste(canvas: np.ndarray, patch: np.ndarray, r0: int, c0: int) -> None:
 
 def _mass(rng: np.random.Generator, malignant: bool, px: float) -> tuple[np.ndarray, np.ndarray, dict]:
     """Density patch and ROI patch of a mass (radius and spicules in mm, converted with ``px``)."""
-    radius = rng.uniform(4.0, 8.5) / px
+    radius = (rng.uniform(5.0, 10.0) if malignant else rng.uniform(3.5, 8.0)) / px
     reach = radius * (3.2 if malignant else 1.3) + 4
     half = int(np.ceil(reach))
     yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
@@ -151,11 +151,11 @@ def _mass(rng: np.random.Generator, malignant: bool, px: float) -> tuple[np.ndar
     dens = inside * (0.35 + 0.65 * dome)
     n_spic = 0
     if malignant:
-        n_spic = int(rng.integers(10, 22))
+        n_spic = int(rng.integers(8, 17))
         spic = np.zeros_like(dens)
         for ang in rng.uniform(0, 2 * np.pi, n_spic):
-            length = radius * rng.uniform(1.4, 3.0)
-            width = rng.uniform(0.25, 0.5) / px
+            length = radius * rng.uniform(1.5, 3.2)
+            width = rng.uniform(0.5, 1.0) / px  # half-width at the base
             dx, dy = np.cos(ang), np.sin(ang)
             t = np.clip(xx * dx + yy * dy, 0.0, length)  # distance along the spicule
             d = np.hypot(xx - t * dx, yy - t * dy)
@@ -192,8 +192,8 @@ def _speck(rng: np.random.Generator, a: float, b: float, ring: bool) -> np.ndarr
 def _cluster(rng: np.random.Generator, malignant: bool, px: float) -> tuple[list, dict]:
     """Calcification offsets (pixels), footprints and amplitudes of one cluster."""
     if malignant:
-        n = int(rng.integers(12, 31))
-        spread = rng.uniform(2.0, 4.0) / px
+        n = int(rng.integers(25, 51))
+        spread = rng.uniform(3.0, 5.5) / px
         if rng.random() < 0.5:  # linear/branching (ductal) arrangement
             angles = rng.uniform(0, 2 * np.pi, int(rng.integers(1, 4)))
             seg = rng.integers(0, len(angles), n)
@@ -203,8 +203,8 @@ def _cluster(rng: np.random.Generator, malignant: bool, px: float) -> tuple[list
             offs = rng.normal(0, spread * 0.55, (n, 2))
         specs = []
         for o in offs:
-            a = rng.uniform(0.1, 0.35) / px
-            specs.append((o, _speck(rng, a, a / rng.uniform(1.0, 3.0), False), rng.uniform(0.55, 1.0)))
+            a = rng.uniform(0.12, 0.35) / px
+            specs.append((o, _speck(rng, a, a / rng.uniform(1.0, 3.0), False), rng.uniform(0.75, 1.0)))
     else:
         n = int(rng.integers(2, 6))
         spread = rng.uniform(5.0, 9.0) / px
@@ -212,7 +212,7 @@ def _cluster(rng: np.random.Generator, malignant: bool, px: float) -> tuple[list
         specs = []
         for o in offs:
             a = rng.uniform(0.4, 1.0) / px
-            specs.append((o, _speck(rng, a, a * rng.uniform(0.8, 1.0), rng.random() < 0.3), rng.uniform(0.3, 0.6)))
+            specs.append((o, _speck(rng, a, a * rng.uniform(0.8, 1.0), rng.random() < 0.3), rng.uniform(0.3, 0.55)))
     return specs, {"radius_mm": 0.0, "n_spicules": 0, "n_calcs": n, "spread_mm": round(spread * px, 3)}
 
 
@@ -270,7 +270,8 @@ def render_case(
         dens, roi_patch, info = _mass(rng, malignant, px)
         half = dens.shape[0] // 2
         r, c = _lesion_centre(rng, rho, pect, half)
-        contrast = rng.uniform(0.13, 0.22) if malignant else rng.uniform(0.11, 0.2)
+        # malignant masses tend to be larger and denser (BI-RADS "high density"); the ranges overlap
+        contrast = rng.uniform(0.22, 0.34) if malignant else rng.uniform(0.12, 0.24)
         _paste(image, contrast * dens, r - half, c - half)
         _paste(roi, roi_patch.astype(np.float32), r - half, c - half)
     else:

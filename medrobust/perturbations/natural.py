@@ -97,9 +97,11 @@ def rescale_to_bounds(y: torch.Tensor, bounds: tuple[float, float]) -> torch.Ten
     lo, hi = float(bounds[0]), float(bounds[1])
     for b in range(y.shape[0]):  # per sample, in place: full-size mammograms leave no room for copies
         s = y[b]
-        smin, smax = s.min(), s.max()
+        smin, smax = (float(v) for v in torch.aminmax(s))
         if smax > smin:
-            s.sub_(smin).mul_((hi - lo) / (smax - smin)).add_(lo)
+            s.sub_(smin).mul_((hi - lo) / (smax - smin))
+            if lo != 0.0:
+                s.add_(lo)
         s.clamp_(lo, hi)
     return y
 

@@ -28,12 +28,14 @@ REGULARISERS = SMOOTHNESS + ("adversarial",)
 
 
 def label_loss(scales: Sequence[float] | None = DEFAULT_SCALES) -> MultiScaleLoss:
-    """Multiscale soft Dice loss; call as ``loss(y_true, y_pred)`` with labels ``(B, C, *spatial)``.
+    """Multiscale soft Dice loss ``1 - 2 sum(t p) / (sum(t^2) + sum(p^2))``, averaged over scales;
+    call as ``loss(y_true, y_pred)`` with labels ``(B, C, *spatial)``.
 
     Args:
         scales: Gaussian sigmas in voxels (0 = unsmoothed); ``None`` for plain Dice.
     """
-    dice = DiceLoss(include_background=True, reduction="mean", smooth_nr=1e-5, smooth_dr=1e-5)
+    # squared denominators (V-Net Dice): smoothed labels are soft, and only then is 1 - Dice zero at a perfect match
+    dice = DiceLoss(include_background=True, squared_pred=True, reduction="mean", smooth_nr=1e-5, smooth_dr=1e-5)
     return MultiScaleLoss(dice, scales=None if scales is None else [float(s) for s in scales])
 
 

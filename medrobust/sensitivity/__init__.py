@@ -19,7 +19,7 @@ from typing import Any
 _EXPORTS = {
     "DEFAULT_FAMILIES": "engine",
     "SensitivityResult": "engine",
-    "perturb_for_model": "engine",
+    "perturb_for_model": "batching",
     "resolve_plan": "engine",
     "run_sensitivity": "engine",
     "ResultsStore": "store",

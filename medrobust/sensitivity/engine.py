@@ -25,9 +25,8 @@ import logging
 import math
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,12 +35,13 @@ from tqdm.auto import tqdm
 
 from medrobust.data import UnusableImageError, load_image, read_labels, scan_dataset
 from medrobust.models import LoadedModel, file_sha256, load_model
-from medrobust.perturbations.registry import PerturbationContext, PerturbationFamily, get_family, sample_seed
-from medrobust.sensitivity.cnr import contrast_to_noise, find_mask, load_roi_mask
-from medrobust.sensitivity.preprocess import BOUNDS, match_spatial_dims, normalise_image, to_model_input
-from medrobust.sensitivity.store import ResultsStore, format_float
+from medrobust.perturbations.registry import get_family
+from medrobust.sensitivity.batching import BatchedSweep, Case, perturb_for_model
+from medrobust.sensitivity.cnr import RoiSampler, find_mask, load_roi_mask
+from medrobust.sensitivity.preprocess import match_spatial_dims, normalise_image
+from medrobust.sensitivity.store import ResultsStore
 
-__all__ = ["DEFAULT_FAMILIES", "SensitivityResult", "resolve_plan", "run_sensitivity", "perturb_for_model"]
+__all__ = ["DEFAULT_FAMILIES", "ENGINE_VERSION", "SensitivityResult", "resolve_plan", "run_sensitivity", "perturb_for_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,184 +119,6 @@ def resolve_plan(
             values.append(v)
         plan[n] = tuple(sorted(set(values) | {0.0}))
     return plan
-
-
-def perturb_for_model(
-    family: PerturbationFamily,
-    x: torch.Tensor,
-    severity: float,
-    seeds: Sequence[int],
-    model: LoadedModel,
-    target: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Apply ``family`` to ``x: (B, C, *native)`` in ``[0, 1]`` with per-sample ``seeds``.
-
-    Adversarial families (``needs_model``) get ``ctx.model`` = the differentiable map
-    native image -> resize -> network logits, and ``ctx.target``; other families run without
-    autograd. Returns the perturbed batch, detached.
-    """
-    ctx = PerturbationContext.from_seeds(seeds, device=x.device, bounds=BOUNDS)
-    if family.needs_model:
-        ctx.model = lambda z: model.logits(to_model_input(z, model.spatial_shape, model.in_channels))
-        ctx.target = target
-        with torch.enable_grad():
-            return family.apply(x, severity, ctx).detach()
-    with torch.no_grad():
-        return family.apply(x, severity, ctx)
-
-
-@dataclass
-class _Case:
-    case_id: str
-    x: torch.Tensor  # (C, *native) in [0, 1], CPU
-    label: int | None
-    subgroup: str | None
-    modality: str | None
-    pending: set[tuple[str, float]]
-    roi: torch.Tensor | None = None
-
-
-@dataclass
-class _Sweep:
-    """State of one sweep: buffers of loaded images and of resized images awaiting inference."""
-
-    model: LoadedModel
-    plan: dict[str, tuple[float, ...]]
-    store: ResultsStore
-    seed: int
-    batch_size: int
-    device: torch.device
-    max_chunk_pixels: int
-    max_buffer_pixels: int
-    ring_width: int
-    pbar: Any
-    n_written: int = 0
-    _groups: dict[tuple[int, ...], list[_Case]] = field(default_factory=dict)
-    _queue: list[tuple[torch.Tensor, list[dict]]] = field(default_factory=list)
-    _queued: int = 0
-    _warned: set[str] = field(default_factory=set)
-
-    # -- buffering of loaded images -------------------------------------------------------------
-    def add(self, case: _Case) -> None:
-        key = tuple(case.x.shape)
-        group = self._groups.setdefault(key, [])
-        group.append(case)
-        if len(group) >= self.batch_size:
-            self._run_group(self._groups.pop(key))
-        while self._groups and sum(c.x.numel() for g in self._groups.values() for c in g) > self.max_buffer_pixels:
-            biggest = max(self._groups, key=lambda k: sum(c.x.numel() for c in self._groups[k]))
-            self._run_group(self._groups.pop(biggest))
-
-    def finish(self) -> None:
-        for key in list(self._groups):
-            self._run_group(self._groups.pop(key))
-        self._flush_queue(force=True)
-
-    # -- inference ----------------------------------------------------------------------------------
-    def _logits(self, x_model: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.model.logits(x_model)
-
-    def _write(self, logits: torch.Tensor, meta: list[dict]) -> None:
-        p = self.model.probability_from_logits(logits).cpu().tolist()
-        cls = self.model.predicted_class(logits).cpu().tolist()
-        rows = [dict(m, p_positive=format_float(pi), predicted_class=int(ci)) for m, pi, ci in zip(meta, p, cls)]
-        self.n_written += self.store.add_predictions(rows)
-        self.pbar.update(len(rows))
-
-    def _flush_queue(self, force: bool = False) -> None:
-        while self._queued >= self.batch_size or (force and self._queued):
-            xs, metas, n = [], [], 0
-            while self._queue and n < self.batch_size:
-                x, meta = self._queue.pop(0)
-                take = min(self.batch_size - n, x.shape[0])
-                xs.append(x[:take])
-                metas.extend(meta[:take])
-                if take < x.shape[0]:
-                    self._queue.insert(0, (x[take:], meta[take:]))
-                n += take
-            self._queued -= n
-            self._write(self._logits(torch.cat(xs)), metas)
-
-    # -- one group of same-shape images -------------------------------------------------------------
-    def _meta(self, case: _Case, family: str, severity: float) -> dict:
-        return {
-            "case_id": case.case_id,
-            "family": family,
-            "severity": format_float(severity),
-            "label": case.label,
-            "subgroup": case.subgroup,
-        }
-
-    def _cnr_rows(self, cases: list[_Case], xp: torch.Tensor, family: str, severity: float) -> None:
-        rows = []
-        for i, case in enumerate(cases):
-            if case.roi is not None:
-                value = float(contrast_to_noise(xp[i : i + 1], case.roi, self.ring_width)[0])
-                rows.append(
-                    {
-                        "case_id": case.case_id,
-                        "family": family,
-                        "severity": format_float(severity),
-                        "cnr": format_float(value),
-                        "roi_pixels": int(case.roi.sum()),
-                        "subgroup": case.subgroup,
-                    }
-                )
-        if rows:
-            self.store.add_cnr(rows)
-
-    def _run_group(self, cases: list[_Case]) -> None:
-        x = torch.stack([c.x for c in cases]).to(self.device)
-        for c in cases:
-            c.x = None  # the stacked copy is the only one kept
-        per_image = int(np.prod(x.shape[1:]))
-        chunk = max(1, self.max_chunk_pixels // per_image)
-        m = self.model
-        # clean pass: severity-0 rows of every family, and targets for adversarial families
-        clean = torch.cat(
-            [
-                self._logits(to_model_input(x[i : i + self.batch_size], m.spatial_shape, m.in_channels))
-                for i in range(0, x.shape[0], self.batch_size)
-            ]
-        )
-        clean_cls = m.predicted_class(clean)
-        targets = torch.tensor(
-            [c.label if c.label is not None else int(k) for c, k in zip(cases, clean_cls.tolist())], device=self.device
-        )
-        for name in self.plan:
-            idx = [i for i, c in enumerate(cases) if (name, 0.0) in c.pending]
-            if idx:
-                self._cnr_rows([cases[i] for i in idx], x[idx], name, 0.0)
-                self._write(clean[idx], [self._meta(cases[i], name, 0.0) for i in idx])
-        for name, grid in self.plan.items():
-            family = get_family(name)
-            self._warn_modality(family, cases)
-            for sev in grid:
-                if sev == 0.0:
-                    continue
-                idx = [i for i, c in enumerate(cases) if (name, sev) in c.pending]
-                for start in range(0, len(idx), chunk):
-                    part = idx[start : start + chunk]
-                    seeds = [sample_seed(cases[i].case_id, name, sev, base_seed=self.seed) for i in part]
-                    xp = perturb_for_model(family, x[part], sev, seeds, m, targets[part])
-                    self._cnr_rows([cases[i] for i in part], xp, name, sev)
-                    with torch.no_grad():
-                        small = to_model_input(xp, m.spatial_shape, m.in_channels).contiguous()
-                    del xp
-                    self._queue.append((small, [self._meta(cases[i], name, sev) for i in part]))
-                    self._queued += len(part)
-                    self._flush_queue()
-
-    def _warn_modality(self, family: PerturbationFamily, cases: list[_Case]) -> None:
-        if family.modalities is None or family.name in self._warned:
-            return
-        others = {c.modality for c in cases if c.modality not in family.modalities}
-        if others:
-            self._warned.add(family.name)
-            logger.warning(
-                "family %s is meant for %s images; applying it to %s", family.name, "/".join(family.modalities), sorted(map(str, others))
-            )
 
 
 def _versions() -> dict[str, str]:
@@ -520,9 +342,9 @@ def _sweep(
         len(items), len(plan), total, len(done),
     )
     with tqdm(total=total, disable=not progress, unit="pred", desc="sensitivity", dynamic_ncols=True) as pbar:
-        sweep = _Sweep(loaded, plan, store, seed, batch_size, dev, max_chunk_pixels, max_buffer_pixels, ring_width, pbar)
+        sweep = BatchedSweep(loaded, plan, store, seed, batch_size, dev, max_chunk_pixels, max_buffer_pixels, pbar)
         for it, pending in todo:
-            case = _load_case(it, pending, loaded, label_map, roi_dir, store, data_root)
+            case = _load_case(it, pending, loaded, label_map, roi_dir, ring_width, store, data_root)
             if case is None:
                 pbar.update(len(pending))
                 continue
@@ -531,7 +353,9 @@ def _sweep(
     return sweep.n_written
 
 
-def _load_case(it, pending, loaded: LoadedModel, label_map: dict, roi_dir: Path | None, store: ResultsStore, data_root: Path):
+def _load_case(
+    it, pending, loaded: LoadedModel, label_map: dict, roi_dir: Path | None, ring_width: int, store: ResultsStore, data_root: Path
+) -> Case | None:
     rel = _relative(it.path, data_root)
     stage = "load"
     try:
@@ -544,8 +368,8 @@ def _load_case(it, pending, loaded: LoadedModel, label_map: dict, roi_dir: Path 
         if roi_dir is not None:
             stage = "roi"
             mask_path = find_mask(roi_dir, it.case_id)
-            if mask_path is not None:
-                roi = load_roi_mask(mask_path, tuple(x.shape[1:]))
+            mask = load_roi_mask(mask_path, tuple(x.shape[1:])) if mask_path is not None else None
+            roi = RoiSampler(mask, ring_width) if mask is not None else None
     except (UnusableImageError, ValueError, OSError, RuntimeError) as e:
         reason = e.reason if isinstance(e, UnusableImageError) else f"{type(e).__name__}: {e}"
         reason = reason.replace(str(it.path), rel)
@@ -559,7 +383,7 @@ def _load_case(it, pending, loaded: LoadedModel, label_map: dict, roi_dir: Path 
             logger.warning("skipped %s: %s", rel, reason)
             return None
     lab = label_map.get(it.case_id)
-    return _Case(
+    return Case(
         case_id=it.case_id,
         x=x,
         label=lab.label if lab is not None else None,

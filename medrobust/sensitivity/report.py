@@ -76,7 +76,7 @@ def example_panels(
 ) -> list[tuple[str, list[tuple[float, np.ndarray]]]]:
     """Rows of example images: one per family (whole image), plus native-resolution crops for
     the Fourier filters. ``x: (C, *native)`` in ``[0, 1]``; same seeds as the sweep."""
-    from medrobust.sensitivity.engine import perturb_for_model
+    from medrobust.sensitivity.batching import perturb_for_model
     from medrobust.sensitivity.preprocess import to_model_input
 
     xb = x[None].to(model.device)

@@ -34,3 +34,9 @@ def test_cli_arguments(tmp_path):
         gen.generate_all(tmp_path, only=["nope"])
     with pytest.raises(SystemExit):
         gen.main(["--out", str(tmp_path), "--n", "0"])
+    foreign = tmp_path / "other" / "mammo"
+    foreign.mkdir(parents=True)
+    (foreign / "precious.dcm").write_bytes(b"user data")
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        gen.generate_all(tmp_path / "other", only=["mammo"], n=4)
+    assert (foreign / "precious.dcm").read_bytes() == b"user data"

@@ -15,7 +15,7 @@ input) change their label far more often than a normal input's. The *label chang
 - Input mutation (the earlier version): uniform noise of amplitude ``step`` in a random box.
 - Wald's SPRT on the stream of label changes: ``kappa`` = normal inputs' mean LCR + the
   half-width of its 99% confidence interval; ``p0 = kappa - sigma``, ``p1 = kappa + sigma``,
-  ``sigma = indifference * kappa``; after ``n`` mutants with ``z`` changes the log-likelihood
+  ``sigma = indifference * kappa`` (kappa floored at 0.001); after ``n`` mutants with ``z`` changes the log-likelihood
   ratio is ``z ln(p1/p0) + (n - z) ln((1-p1)/(1-p0))``; adversarial once it is
   ``>= ln((1-beta)/alpha)``, normal once ``<= ln(beta/(1-alpha))``; at most ``max_mutants``
   (500), after which the input counts as normal (undecided). Each decision reports the number of
@@ -166,7 +166,7 @@ class ModelMutants:
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
         >>> x = torch.rand(20, 1, 4, 4); y = net(x).argmax(1)
-        >>> mut = ModelMutants(net, x, y, operator="gf", gamma=0.05)
+        >>> mut = ModelMutants(net, x, y, operator="gf", gamma=0.01, acc_ratio=0.5)
         >>> mut.generate(3)
         3
     """
@@ -306,11 +306,14 @@ class SPRTResult:
         return self.changes.double() / self.n_used.clamp_min(1).double()
 
 
+_KAPPA_FLOOR = 1e-3  # a kappa of 0 (normal inputs never change label) would make p0 = p1 = 0
+
+
 def _hypotheses(kappa: float, indifference: float) -> tuple[float, float]:
-    sigma = indifference * kappa
-    p0, p1 = max(kappa - sigma, 1e-4), min(kappa + sigma, 1 - 1e-4)
-    if not p0 < p1:
-        raise ValueError(f"kappa={kappa} with indifference={indifference} leaves no room between p0 and p1.")
+    k = max(float(kappa), _KAPPA_FLOOR)
+    p0, p1 = k * (1 - indifference), min(k * (1 + indifference), 1 - 1e-6)
+    if not 0 < p0 < p1 < 1:
+        raise ValueError(f"kappa={kappa} with indifference={indifference} leaves no room between p0 and p1 in (0, 1).")
     return p0, p1
 
 
@@ -448,7 +451,7 @@ class NMutantDetector:
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
         >>> x = torch.rand(30, 1, 4, 4); y = net(x).argmax(1)
-        >>> det = NMutantDetector(net, x, y, operator="gf", max_mutants=20)
+        >>> det = NMutantDetector(net, x, y, operator="gf", gamma=0.01, acc_ratio=0.5, max_mutants=20)
         >>> kappa = det.fit(x, n_mutants=10)
         >>> det.detect(x[:4]).n_used.shape
         torch.Size([4])
@@ -493,9 +496,9 @@ class NMutantDetector:
     def fit(self, x_normal: torch.Tensor, *, n_mutants: int | None = None, confidence: float = 0.99) -> float:
         """Calibrate ``kappa`` on normal inputs ``(B, C, *spatial)``; returns it."""
         self.kappa = calibrate_kappa(self.lcr(x_normal, n_mutants), confidence)
-        if self.kappa * (1 - self.indifference) < 1e-4:
-            logger.warning("nmutant: normal inputs almost never change label (kappa=%.2g); p0 is floored at 1e-4.",
-                           self.kappa)  # fmt: skip
+        if self.kappa < _KAPPA_FLOOR:
+            logger.warning("nmutant: normal inputs almost never change label (kappa=%.2g); the SPRT uses kappa=%g.",
+                           self.kappa, _KAPPA_FLOOR)  # fmt: skip
         return self.kappa
 
     @property

@@ -42,10 +42,19 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 
 
+# modules whose own ``__all__`` is re-exported as it stands (maintained beside that module)
+_WHOLE_MODULES = ("registration",)
+
+
 def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        for candidate in _WHOLE_MODULES:
+            if name in getattr(importlib.import_module(f"{__name__}.{candidate}"), "__all__", ()):
+                module = candidate
+                break
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value

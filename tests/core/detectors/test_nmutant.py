@@ -128,6 +128,16 @@ def test_calibrate_kappa():
     assert calibrate_kappa(v) == pytest.approx(0.1 + 2.5758293 * float(v.std()) / 2, rel=1e-6)
 
 
+def test_kappa_zero_still_gives_a_valid_test(trained):
+    net, x, y = trained
+    det = NMutantDetector(net, x[:32], y[:32], operator="gf", gamma=0.01, max_mutants=30)
+    det.kappa = 0.0  # normal inputs that never change label
+    p0, p1 = det.hypotheses
+    assert 0 < p0 < p1 < 1
+    r = det.detect(x[:3])
+    assert r.n_used.shape == (3,) and bool((r.n_used <= 30).all())
+
+
 def test_input_mutants_stay_in_bounds_and_change_a_box():
     x = torch.full((3, 1, 8, 8, 8), 0.5)
     im = InputMutants(nn.Sequential(nn.Flatten(), nn.Linear(512, 2)), step=0.2, box=0.25, seed=1)

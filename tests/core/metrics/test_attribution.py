@@ -119,3 +119,13 @@ def test_bad_inputs(model2d, data2d):
         integrated_gradients(model2d, x, torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="window"):
         occlusion(model2d, x, window=(2, 2, 2))
+
+
+def test_ig_default_chunks_volumes():
+    # a 64^3 volume: the default chunk holds ~2M voxels, i.e. 8 interpolated volumes per forward
+    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(2, 2))
+    seen = []
+    net.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    x = torch.rand(2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(0))
+    a = integrated_gradients(net, x, 1, steps=10)
+    assert a.shape == x.shape and max(seen) <= 8 and sum(seen) >= 20

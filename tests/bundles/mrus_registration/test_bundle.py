@@ -1,0 +1,145 @@
+"""The mrus_registration bundle, tested the way the MONAI model zoo tests bundles, with outcome checks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+BUNDLE = Path(__file__).resolve().parents[3] / "bundles" / "mrus_registration"
+CONFIGS = BUNDLE / "configs"
+
+
+@pytest.fixture(scope="module")
+def sample_pairs(tmp_path_factory):
+    from sample_data.mrus import generate
+
+    root = generate(tmp_path_factory.mktemp("mrus") / "data", n=3, seed=7)
+    split = root.parent / "split.json"
+    split.write_text(json.dumps({"train": ["case000", "case001"], "test": ["case002"]}))
+    return root, split
+
+
+def _workflow(configs, workflow_type="train", **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    files = [str(CONFIGS / c) for c in configs]
+    wf = ConfigWorkflow(config_file=files if len(files) > 1 else files[0], workflow_type=workflow_type,
+                        meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
+                        bundle_root=str(BUNDLE), **overrides)
+    wf.initialize()
+    assert wf.check_properties() == []
+    return wf
+
+
+def test_metadata_matches_the_schema(meta_schema):
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(meta_schema))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    train = json.loads((CONFIGS / "train.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == train["grid_size"]
+
+
+def test_verify_net_in_out():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.json"), device="cpu", bundle_root=str(BUNDLE))
+
+
+def test_split_is_declared_and_keeps_duplicate_scans_together():
+    split = json.loads((CONFIGS / "split.json").read_text())
+    assert not set(split["train"]) & set(split["test"]) and len(split["test"]) == 4 and len(split["train"]) == 12
+    for group in split["groups"]:
+        assert set(group) <= set(split["train"]) or set(group) <= set(split["test"])
+
+
+@pytest.mark.shared_data
+def test_split_groups_match_the_shared_data(shared_data):
+    from medrobust.data.paired import moving_image_groups
+
+    root = shared_data / "mrus_dev"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    assert moving_image_groups(root) == json.loads((CONFIGS / "split.json").read_text())["groups"]
+
+
+@pytest.mark.slow
+def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
+    root, split = sample_pairs
+    common = dict(dataset_dir=str(root), split_file=str(split), ckpt_dir=str(tmp_path / "models"),
+                  output_dir=str(tmp_path / "runs"), num_threads=1, batch_size=2, learning_rate=0.003,
+                  **{"fe#n_per_case": 2, "fe#cache_dir": str(tmp_path / "fe")})
+    # 1. train (adversarial: builds the FE bank and trains D as well)
+    wf = _workflow(["train.json"], max_epochs=12, regulariser="adversarial", **common)
+    wf.run()
+    wf.finalize()
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.endswith("weight") for k in state)
+    log = list(csv.DictReader(open(tmp_path / "runs" / "train_losses.csv")))
+    assert len(log) == 12 and all(np.isfinite(float(r["d_loss"])) for r in log)
+    assert len(list((tmp_path / "fe").glob("*.npz"))) == 4
+    # 2. train + evaluate merged: evaluate on the training pairs, which the network must have learned
+    wf = _workflow(["train.json", "evaluate.json"], test_ids=["case000", "case001"], **common)
+    test_data = wf.parser.get_parsed_content("test_data")
+    wf.run()
+    wf.finalize()
+    from medrobust.registration.evaluation import case_metrics
+
+    before = np.mean([case_metrics(torch.zeros(1, 3, *d["fixed_image"].shape[1:]), d["moving_label"][None],
+                                   d["fixed_label"][None], d["affine"])["dice_gland"] for d in test_data])
+    summary = json.loads((tmp_path / "runs" / "eval" / "summary.json").read_text())
+    assert summary["n_cases"] == 2 and summary["n_landmarks"] >= 4
+    assert summary["dice_gland"] > before + 0.02, (summary, before)
+    assert 0.0 <= summary["folding_pct"] < 5.0 and np.isfinite(summary["tre_median_mm"])
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "eval" / "cases.csv")))
+    assert [r["case_id"] for r in rows] == ["case000", "case001"]
+    # 3. inference: warped image/labels, DDF as NIfTI and ITK transform, on the registration grid
+    out = tmp_path / "infer"
+    wf = _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "models" / "model.pt"),
+                   output_dir=str(out), case_ids=["case002"], write_itk_transform=False, num_threads=1)
+    wf.run()
+    wf.finalize()
+    folder = out / "case002"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["ddf.nii.gz", "fixed_image.nii.gz", "warped_moving_image.nii.gz", "warped_moving_label.nii.gz"]
+    ddf_img = nib.load(folder / "ddf.nii.gz")
+    warped = nib.load(folder / "warped_moving_label.nii.gz")
+    assert ddf_img.shape == (24, 32, 24, 1, 3) and warped.shape[:3] == (24, 32, 24)
+    np.testing.assert_allclose(ddf_img.affine, warped.affine)
+    # the written warped labels are the moving labels warped by the written DDF
+    from monai.networks.blocks import Warp
+
+    from medrobust.core.metrics.registration import ddf_world_to_voxel
+    from medrobust.data.paired import load_pair, scan_paired
+
+    item = load_pair(scan_paired(root)[2], spacing=3.0, size=(24, 32, 24))
+    world = torch.from_numpy(np.moveaxis(np.asarray(ddf_img.dataobj)[..., 0, :], -1, 0))[None].double()
+    vox = ddf_world_to_voxel(world, torch.from_numpy(ddf_img.affine)).float()
+    rewarped = Warp(padding_mode="zeros")(item["moving_label"][None], vox)[0]
+    np.testing.assert_allclose(np.moveaxis(np.asarray(warped.dataobj), -1, 0), rewarped.numpy(), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_inference_writes_an_itk_transform(sample_pairs, tmp_path):
+    itk = pytest.importorskip("itk")
+    root, _ = sample_pairs
+    from monai.networks.nets import LocalNet
+
+    net = LocalNet(spatial_dims=3, in_channels=2, out_channels=3, num_channel_initial=8, extract_levels=(0, 1, 2, 3))
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    wf = _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "model.pt"),
+                   output_dir=str(tmp_path / "out"), case_ids=["case000"], num_threads=1)
+    wf.run()
+    wf.finalize()
+    transform = itk.transformread(str(tmp_path / "out" / "case000" / "ddf_itk.h5"))[0]
+    assert "DisplacementFieldTransform" in type(transform).__name__
+    shutil.rmtree(tmp_path / "out")
