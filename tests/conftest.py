@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,3 +37,13 @@ def meta_schema() -> Path:
     if not p.is_file():
         pytest.skip(f"MONAI meta schema not found at {p}")
     return p
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The suite's models are tiny: one intra-op thread is faster than two, and far faster on a
+    loaded 2-core machine where OpenMP threads spin against other processes. Restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
