@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -190,21 +191,51 @@ def fourier_gaussian_filter(
     """
     if not radius > 0:
         raise ValueError(f"radius should be > 0 frequency bins, got {radius!r}.")
-    dims = tuple(range(2, x.ndim))
     spatial = tuple(x.shape[2:])
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    spec = torch.fft.rfftn(work, dim=dims)
+    gains = []
     for i, k in enumerate(_freq_grids(spatial, x.device, half_last=True)):
-        view = [1] * (spec.ndim)
-        view[2 + i] = -1
-        spec.mul_(torch.exp(-(k**2) / (2.0 * float(radius) ** 2)).to(work.dtype).view(view))
-    out = torch.fft.irfftn(spec, s=spatial, dim=dims)
-    del spec
+        view = [1] * len(spatial)
+        view[i] = -1
+        gains.append(torch.exp(-(k**2) / (2.0 * float(radius) ** 2)).to(work.dtype).view(view))
+    out = torch.empty_like(work)
+    dims = tuple(range(1, x.ndim - 1))
+    for b, spec in enumerate(_spectra(work)):
+        # one sample at a time: pocketfft is slower on batches, and peak memory stays one spectrum
+        spec = spec.clone()
+        for g in gains:
+            spec.mul_(g)
+        out[b] = torch.fft.irfftn(spec, s=spatial, dim=dims)
+        del spec
     if high_pass:
         out = torch.sub(work, out, out=out)
     if bounds is not None:
         out = rescale_to_bounds(out, bounds)
     return out.to(x.dtype)
+
+
+_SPECTRUM_CACHE: dict[str, object] = {}
+
+
+def _spectra(x: torch.Tensor) -> list[torch.Tensor]:
+    """Per-sample ``rfftn`` of ``x: (B, C, *spatial)``, reused while ``x`` is the same, unmodified tensor.
+
+    The sweep applies every severity of the low- and high-pass families to the same chunk
+    tensor; caching its spectrum (one entry, dropped with the tensor) saves one forward FFT
+    per severity.
+    """
+    key = (x.data_ptr(), tuple(x.shape), tuple(x.stride()), x.dtype, x.device, x._version)
+    ref = _SPECTRUM_CACHE.get("ref")
+    if _SPECTRUM_CACHE.get("key") == key and ref is not None and ref() is x:
+        return _SPECTRUM_CACHE["spectra"]  # type: ignore[return-value]
+    dims = tuple(range(1, x.ndim - 1))
+    spectra = [torch.fft.rfftn(x[b], dim=dims) for b in range(x.shape[0])]
+    _SPECTRUM_CACHE.clear()
+    try:
+        _SPECTRUM_CACHE.update(key=key, spectra=spectra, ref=weakref.ref(x, lambda _: _SPECTRUM_CACHE.clear()))
+    except TypeError:  # not weak-referenceable: no caching
+        pass
+    return spectra
 
 
 def lowpass_radius(severity: float) -> float:

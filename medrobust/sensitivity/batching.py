@@ -195,17 +195,24 @@ class BatchedSweep:
             if idx:
                 self._cnr_rows([cases[i] for i in idx], x[idx], name, 0.0)
                 self._write(clean[idx], [self._meta(cases[i], name, 0.0) for i in idx])
-        for name, grid in self.plan.items():
-            family = get_family(name)
-            self._warn_modality(family, cases)
-            for sev in grid:
-                if sev == 0.0:
-                    continue
-                idx = [i for i, c in enumerate(cases) if (name, sev) in c.pending]
-                for start in range(0, len(idx), chunk):
-                    part = idx[start : start + chunk]
+        for name in self.plan:
+            self._warn_modality(get_family(name), cases)
+        # chunks outermost: every family and severity sees the same chunk tensor, so families
+        # can reuse per-image work across severities (e.g. the Fourier filters' spectrum)
+        for start in range(0, len(cases), chunk):
+            block = list(range(start, min(start + chunk, len(cases))))
+            xc = x[start : block[-1] + 1]
+            for name, grid in self.plan.items():
+                family = get_family(name)
+                for sev in grid:
+                    if sev == 0.0:
+                        continue
+                    part = [i for i in block if (name, sev) in cases[i].pending]
+                    if not part:
+                        continue
+                    xin = xc if len(part) == len(block) else x[part]
                     seeds = [sample_seed(cases[i].case_id, name, sev, base_seed=self.seed) for i in part]
-                    xp = perturb_for_model(family, x[part], sev, seeds, m, targets[part])
+                    xp = perturb_for_model(family, xin, sev, seeds, m, targets[part])
                     self._cnr_rows([cases[i] for i in part], xp, name, sev)
                     with torch.no_grad():
                         small = to_model_input(xp, m.spatial_shape, m.in_channels).contiguous()

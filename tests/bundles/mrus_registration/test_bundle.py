@@ -79,13 +79,13 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
                   output_dir=str(tmp_path / "runs"), num_threads=1, batch_size=2, learning_rate=0.003,
                   **{"fe#n_per_case": 2, "fe#cache_dir": str(tmp_path / "fe")})
     # 1. train (adversarial: builds the FE bank and trains D as well)
-    wf = _workflow(["train.json"], max_epochs=12, regulariser="adversarial", **common)
+    wf = _workflow(["train.json"], max_epochs=40, regulariser="adversarial", **common)  # enough for BatchNorm running stats
     wf.run()
     wf.finalize()
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(k.endswith("weight") for k in state)
     log = list(csv.DictReader(open(tmp_path / "runs" / "train_losses.csv")))
-    assert len(log) == 12 and all(np.isfinite(float(r["d_loss"])) for r in log)
+    assert len(log) == 40 and all(np.isfinite(float(r["d_loss"])) for r in log)
     assert len(list((tmp_path / "fe").glob("*.npz"))) == 4
     # 2. train + evaluate merged: evaluate on the training pairs, which the network must have learned
     wf = _workflow(["train.json", "evaluate.json"], test_ids=["case000", "case001"], **common)
@@ -94,11 +94,12 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     wf.finalize()
     from medrobust.registration.evaluation import case_metrics
 
-    before = np.mean([case_metrics(torch.zeros(1, 3, *d["fixed_image"].shape[1:]), d["moving_label"][None],
-                                   d["fixed_label"][None], d["affine"])["dice_gland"] for d in test_data])
+    before = [case_metrics(torch.zeros(1, 3, *d["fixed_image"].shape[1:]), d["moving_label"][None], d["fixed_label"][None],
+                           d["affine"]) for d in test_data]
+    before_tre = np.mean([v for r in before for v in r["tre_landmarks_mm"]])
     summary = json.loads((tmp_path / "runs" / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["n_landmarks"] >= 4
-    assert summary["dice_gland"] > before + 0.02, (summary, before)
+    assert summary["tre_mean_mm"] < before_tre - 0.5, (summary, before_tre)  # it learned to register its training pairs
     assert 0.0 <= summary["folding_pct"] < 5.0 and np.isfinite(summary["tre_median_mm"])
     rows = list(csv.DictReader(open(tmp_path / "runs" / "eval" / "cases.csv")))
     assert [r["case_id"] for r in rows] == ["case000", "case001"]

@@ -1,0 +1,172 @@
+"""Classical SimpleITK affine + B-spline registration vs the trained networks, side by side.
+
+On the same test pairs of ``bundles/mrus_registration/configs/split.json``, resampled onto the same
+3 mm grid, with the same metric code (:func:`medrobust.registration.evaluation.case_metrics`):
+
+- no registration;
+- SimpleITK: affine then cubic B-spline (control grid 4 x 4 x 4 mesh), Mattes mutual information
+  (MR and TRUS intensities are not comparable), 2 resolution levels; its transform is converted
+  to a DDF on the grid, so Dice/TRE/folding come from exactly the same code as the networks';
+- the bundle's LocalNet for every regulariser trained by ``scripts/compare.py`` (when present).
+
+Time per pair: process CPU time with one thread (SimpleITK is told to use one thread too) and
+wall time. Writes ``docs/benchmarks/registration.md`` and a JSON beside the comparison runs.
+
+Usage:
+    python -m benchmarks.registration_bspline [--dataset_dir ../shared/data/mrus_dev] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.networks.blocks import Warp
+
+from medrobust.data.paired import load_paired_dataset
+from medrobust.registration.engine import register
+from medrobust.registration.evaluation import case_metrics, summarise
+
+from benchmarks.registration_inference import BUNDLE, build_network, time_inference
+
+__all__ = ["bspline_ddf", "transform_to_ddf"]
+
+
+def _sitk(volume: torch.Tensor, spacing: np.ndarray) -> sitk.Image:
+    # both volumes share one grid, so an axis-aligned image with the grid's spacing is an exact stand-in
+    img = sitk.GetImageFromArray(volume[0].numpy().astype(np.float32).transpose(2, 1, 0))
+    img.SetSpacing([float(s) for s in spacing])
+    return img
+
+
+def bspline_ddf(moving: torch.Tensor, fixed: torch.Tensor, spacing: np.ndarray, *, seed: int = 0,
+                mesh: int = 4, iterations: int = 100) -> torch.Tensor:
+    """Affine + B-spline (Mattes MI) registration of ``(1, *S)`` images; returns the voxel DDF ``(3, *S)``."""
+    f, m = _sitk(fixed, spacing), _sitk(moving, spacing)
+
+    def method() -> sitk.ImageRegistrationMethod:
+        r = sitk.ImageRegistrationMethod()
+        r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+        r.SetMetricSamplingStrategy(r.RANDOM)
+        r.SetMetricSamplingPercentage(0.5, seed)
+        r.SetInterpolator(sitk.sitkLinear)
+        r.SetShrinkFactorsPerLevel([2, 1])
+        r.SetSmoothingSigmasPerLevel([1, 0])
+        r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+        return r
+
+    r = method()
+    r.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations)
+    r.SetOptimizerScalesFromPhysicalShift()
+    r.SetInitialTransform(sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3),
+                                                            sitk.CenteredTransformInitializerFilter.GEOMETRY))
+    affine = r.Execute(f, m)
+    r = method()
+    bspline = sitk.BSplineTransformInitializer(f, [mesh] * 3, order=3)
+    r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations)
+    r.SetMovingInitialTransform(affine)
+    r.SetInitialTransform(bspline, inPlace=True)
+    r.Execute(f, m)
+    full = sitk.CompositeTransform([affine, bspline])  # applied last-first: x -> affine(bspline(x))
+    return transform_to_ddf(full, f)
+
+
+def transform_to_ddf(transform: sitk.Transform, reference: sitk.Image) -> torch.Tensor:
+    """A SimpleITK fixed -> moving transform as our voxel DDF ``(3, x, y, z)`` on an axis-aligned ``reference``."""
+    field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(),
+                                              reference.GetSpacing(), reference.GetDirection())
+    disp = sitk.GetArrayFromImage(field).transpose(3, 2, 1, 0) / np.asarray(reference.GetSpacing())[:, None, None, None]
+    return torch.from_numpy(disp.astype(np.float32))
+
+
+def _rows(items, ddf_fn) -> list[dict]:
+    warp = Warp(mode="bilinear", padding_mode="zeros")
+    rows = []
+    for it in items:
+        c0, w0 = time.process_time(), time.perf_counter()
+        ddf = ddf_fn(it)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        row = {"case_id": it["case_id"], **case_metrics(ddf[None], warp(it["moving_label"][None], ddf[None]),
+                                                       it["fixed_label"][None], it["affine"])}
+        row.update(cpu_s=cpu, wall_s=wall)
+        rows.append(row)
+    return rows
+
+
+def _network_fn(net):
+    def fn(it):
+        with torch.no_grad():
+            return register(net, it["moving_image"][None], it["fixed_image"][None])[0]
+    return fn
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset_dir", default=str(BUNDLE.parents[1].parent / "shared" / "data" / "mrus_dev"))
+    p.add_argument("--split_file", default=str(BUNDLE / "configs" / "split.json"))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks/registration.md"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    ids = json.loads(Path(args.split_file).read_text())["test"]
+    items = load_paired_dataset(args.dataset_dir, ids=ids, spacing=3.0, size=(24, 32, 24), alignment="centre")
+    spacing = np.linalg.norm(items[0]["affine"].numpy()[:3, :3], axis=0)
+    methods = {"no registration": lambda it: torch.zeros(3, *it["fixed_image"].shape[1:]),
+               "SimpleITK affine + B-spline (Mattes MI)": lambda it: bspline_ddf(it["moving_image"], it["fixed_image"], spacing)}
+    timings = {}
+    for reg in ("none", "diffusion", "bending", "adversarial"):
+        weights = BUNDLE / "runs" / "compare" / reg / "model.pt"
+        if weights.is_file():
+            net = build_network(weights)
+            methods[f"LocalNet, regulariser: {reg}"] = _network_fn(net)
+            timings[reg] = time_inference(net)
+    results = {}
+    for name, fn in methods.items():
+        rows = _rows(items, fn)
+        s = summarise(rows)
+        s["cpu_s"] = float(np.median([r["cpu_s"] for r in rows]))
+        s["wall_s"] = float(np.median([r["wall_s"] for r in rows]))
+        results[name] = {"summary": s, "rows": rows}
+    out_json = BUNDLE / "runs" / "benchmarks" / "registration_bspline.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"results": results, "inference": timings}, indent=2))
+    lines = [
+        "# Registration: learned (LocalNet) vs classical (SimpleITK B-spline) on mrus_dev",
+        "",
+        f"Command: `python -m benchmarks.registration_bspline --threads {args.threads}` (after "
+        "`python bundles/mrus_registration/scripts/compare.py --num_threads 1`, which trains the networks).",
+        "",
+        f"Machine: {platform.machine()}, torch {torch.__version__}, SimpleITK {sitk.Version.VersionString()}, "
+        f"{args.threads} thread(s), CPU, shared by several processes (wall times are noisy; CPU times are compute). "
+        f"Data: the {len(items)} test pairs of `bundles/mrus_registration/configs/split.json`, moving and fixed resampled "
+        "onto one 3 mm grid (24 x 32 x 24, fixed FOV, centre-aligned). TRE pooled over landmark centroids in mm "
+        "(physical space); Dice/HD95 on the gland; folding = % voxels with det J <= 0.",
+        "",
+        "| method | TRE median (mm) | TRE mean (mm) | TRE sd (mm) | gland Dice | HD95 (mm) | folding % | std log-J | "
+        "CPU s/pair (median) | wall s/pair (median) |",
+        "|" + "---|" * 10,
+    ]
+    for name, r in results.items():
+        s = r["summary"]
+        lines.append(f"| {name} | {s['tre_median_mm']:.2f} | {s['tre_mean_mm']:.2f} | {s['tre_sd_mm']:.2f} | "
+                     f"{s['dice_gland']:.3f} | {s['hd95_gland_mm']:.2f} | {s['folding_pct']:.3f} | "
+                     f"{s['std_log_jacobian']:.3f} | {s['cpu_s']:.3f} | {s['wall_s']:.3f} |")
+    if timings:
+        t = next(iter(timings.values()))
+        lines += ["", f"Network inference alone (forward + label warp, batch 1, {t['parameters']:,} parameters, "
+                  f"best of 20 after a warm-up): " + ", ".join(f"{k} {v['cpu_best_s'] * 1000:.0f} ms CPU" for k, v in timings.items()) + "."]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))  # noqa: T201 (a command-line script)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
