@@ -9,8 +9,8 @@ subgroup         benign (label 0)                           malignant (label 1)
 ===============  =========================================  ==============================================
 soft_tissue      round/oval circumscribed mass, sharp edge, irregular lobulated mass, ill-defined edge,
                  radius 3.5-8 mm, contrast 0.12-0.24        spicules; radius 5-10 mm, contrast 0.22-0.34
-calcification    2-5 coarse round calcifications (0.4-1 mm  25-50 fine pleomorphic calcifications
-                 radius), scattered, moderate density       (0.12-0.35 mm), clustered (3-5.5 mm), dense
+calcification    2-5 coarse round calcifications (0.35-0.8  40-80 fine pleomorphic calcifications
+                 mm radius), scattered, moderate density    (0.12-0.35 mm), clustered (2.5-4.5 mm), dense
 ===============  =========================================  ==============================================
 
 Lesions are specified in millimetres, so they keep their physical size at any matrix size;
@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["generate_mammograms", "generate", "render_case", "Case", "DEFAULT_SIZE", "FULL_SIZE"]
+__all__ = ["generate_mammograms", "generate", "render_case", "write_dicom", "Case", "CELLS", "DEFAULT_SIZE", "FULL_SIZE"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +192,8 @@ def _speck(rng: np.random.Generator, a: float, b: float, ring: bool) -> np.ndarr
 def _cluster(rng: np.random.Generator, malignant: bool, px: float) -> tuple[list, dict]:
     """Calcification offsets (pixels), footprints and amplitudes of one cluster."""
     if malignant:
-        n = int(rng.integers(25, 51))
-        spread = rng.uniform(3.0, 5.5) / px
+        n = int(rng.integers(40, 81))
+        spread = rng.uniform(2.5, 4.5) / px
         if rng.random() < 0.5:  # linear/branching (ductal) arrangement
             angles = rng.uniform(0, 2 * np.pi, int(rng.integers(1, 4)))
             seg = rng.integers(0, len(angles), n)
@@ -204,15 +204,15 @@ def _cluster(rng: np.random.Generator, malignant: bool, px: float) -> tuple[list
         specs = []
         for o in offs:
             a = rng.uniform(0.12, 0.35) / px
-            specs.append((o, _speck(rng, a, a / rng.uniform(1.0, 3.0), False), rng.uniform(0.75, 1.0)))
+            specs.append((o, _speck(rng, a, a / rng.uniform(1.0, 3.0), False), rng.uniform(0.8, 1.0)))
     else:
         n = int(rng.integers(2, 6))
         spread = rng.uniform(5.0, 9.0) / px
         offs = rng.uniform(-1.0, 1.0, (n, 2)) * spread
         specs = []
         for o in offs:
-            a = rng.uniform(0.4, 1.0) / px
-            specs.append((o, _speck(rng, a, a * rng.uniform(0.8, 1.0), rng.random() < 0.3), rng.uniform(0.3, 0.55)))
+            a = rng.uniform(0.35, 0.8) / px
+            specs.append((o, _speck(rng, a, a * rng.uniform(0.8, 1.0), rng.random() < 0.3), rng.uniform(0.25, 0.45)))
     return specs, {"radius_mm": 0.0, "n_spicules": 0, "n_calcs": n, "spread_mm": round(spread * px, 3)}
 
 

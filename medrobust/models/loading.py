@@ -182,15 +182,15 @@ def _infer_in_channels(network: torch.nn.Module) -> int | None:
 
 def _finish(
     network: torch.nn.Module,
-    *,
     spatial_shape: Sequence[int],
     in_channels: int | None,
     source: str,
     sha256: str,
+    name: str,
+    *,
     device: torch.device | str,
     activation: str,
     positive_class: int,
-    name: str,
 ) -> LoadedModel:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation should be one of {ACTIVATIONS}, got {activation!r}.")
@@ -280,16 +280,10 @@ def load_bundle(
     if not weights.is_file():
         raise FileNotFoundError(f"bundle {root}: weights {weights} not found.")
     _load_weights(network, weights)
+    channels = in_channels if in_channels is not None else meta_channels
     return _finish(
-        network,
-        spatial_shape=shape,
-        in_channels=in_channels if in_channels is not None else meta_channels,
-        source="bundle",
-        sha256=file_sha256(cfg, weights),
-        device=device,
-        activation=activation,
-        positive_class=positive_class,
-        name=root.name,
+        network, shape, channels, "bundle", file_sha256(cfg, weights), root.name,
+        device=device, activation=activation, positive_class=positive_class,
     )
 
 
@@ -317,15 +311,8 @@ def load_torchscript(
             "(--network-config)."
         ) from e
     return _finish(
-        network,
-        spatial_shape=shape,
-        in_channels=in_channels,
-        source="torchscript",
-        sha256=file_sha256(path),
-        device=device,
-        activation=activation,
-        positive_class=positive_class,
-        name=path.name,
+        network, shape, in_channels, "torchscript", file_sha256(path), path.name,
+        device=device, activation=activation, positive_class=positive_class,
     )
 
 
@@ -376,15 +363,8 @@ def load_state_dict_model(
         in_channels = content.get("num_channels")
     _load_weights(network, weights)
     return _finish(
-        network,
-        spatial_shape=shape,
-        in_channels=in_channels,
-        source="state_dict",
-        sha256=file_sha256(cfg, weights),
-        device=device,
-        activation=activation,
-        positive_class=positive_class,
-        name=weights.name,
+        network, shape, in_channels, "state_dict", file_sha256(cfg, weights), weights.name,
+        device=device, activation=activation, positive_class=positive_class,
     )
 
 
@@ -404,15 +384,8 @@ def from_module(
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return _finish(
-        network,
-        spatial_shape=_parse_input_size(input_size) or (),
-        in_channels=in_channels,
-        source="module",
-        sha256=h.hexdigest(),
-        device=device,
-        activation=activation,
-        positive_class=positive_class,
-        name=name,
+        network, _parse_input_size(input_size) or (), in_channels, "module", h.hexdigest(), name,
+        device=device, activation=activation, positive_class=positive_class,
     )
 
 

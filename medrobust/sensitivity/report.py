@@ -59,12 +59,20 @@ def _display(x: torch.Tensor, size: int) -> np.ndarray:
     return img.clamp(0, 1).cpu().numpy()
 
 
-def _crop_box(x: torch.Tensor, size: int) -> tuple[slice, slice] | None:
-    """A native-resolution window around the brightest local structure (2-D images larger than 2 x size)."""
+def _crop_box(x: torch.Tensor, size: int, centre: tuple[int, int] | None = None) -> tuple[slice, slice] | None:
+    """A native-resolution window (2-D images larger than 2 x size) around ``centre``.
+
+    Without a centre (no ROI mask), the window goes where small bright specks are densest:
+    the local mean of the positive part of ``x - 3x3 box mean``.
+    """
     if x.ndim != 3 or min(x.shape[1:]) < 2 * size:
         return None
-    smooth = F.avg_pool2d(x.float().mean(0)[None, None], 9, stride=1, padding=4)[0, 0]
-    r, c = divmod(int(smooth.argmax()), smooth.shape[1])
+    if centre is None:
+        grey = x.float().mean(0)[None, None]
+        specks = (grey - F.avg_pool2d(grey, 3, stride=1, padding=1, count_include_pad=False)).clamp(min=0)
+        specks = F.avg_pool2d(specks, 15, stride=1, padding=7, count_include_pad=False)[0, 0]
+        centre = divmod(int(specks.argmax()), specks.shape[1])
+    r, c = centre
     r0 = min(max(0, r - size // 2), x.shape[1] - size)
     c0 = min(max(0, c - size // 2), x.shape[2] - size)
     return slice(r0, r0 + size), slice(c0, c0 + size)
@@ -72,10 +80,11 @@ def _crop_box(x: torch.Tensor, size: int) -> tuple[slice, slice] | None:
 
 def example_panels(
     model: LoadedModel, x: torch.Tensor, case_id: str, plan: dict[str, tuple[float, ...]], seed: int,
-    *, display_size: int = 320, crop_size: int = 160,
+    *, display_size: int = 320, crop_size: int = 160, crop_centre: tuple[int, int] | None = None,
 ) -> list[tuple[str, list[tuple[float, np.ndarray]]]]:
     """Rows of example images: one per family (whole image), plus native-resolution crops for
-    the Fourier filters. ``x: (C, *native)`` in ``[0, 1]``; same seeds as the sweep."""
+    the Fourier filters (centred on ``crop_centre``, e.g. the ROI, when given). ``x: (C, *native)``
+    in ``[0, 1]``; same seeds as the sweep."""
     from medrobust.sensitivity.batching import perturb_for_model
     from medrobust.sensitivity.preprocess import to_model_input
 
@@ -83,7 +92,7 @@ def example_panels(
     with torch.inference_mode():
         clean = model.logits(to_model_input(xb, model.spatial_shape, model.in_channels))
     target = model.predicted_class(clean)
-    box = _crop_box(x, crop_size)
+    box = _crop_box(x, crop_size, crop_centre)
     panels = []
     for name, grid in plan.items():
         fam = get_family(name)
@@ -99,13 +108,20 @@ def example_panels(
     return panels
 
 
-def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedModel):
+def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedModel, roi_dir: Path | None = None):
+    """``(case_id, x, roi_centre)`` of the case to illustrate, preferring a positive calcification case."""
     from medrobust.data import load_image, scan_dataset
+    from medrobust.sensitivity.cnr import find_mask, load_roi_mask
     from medrobust.sensitivity.preprocess import match_spatial_dims, normalise_image
 
-    wanted = sorted(predictions["case_id"].astype(str).unique())
-    if not wanted:
+    cases = predictions.drop_duplicates("case_id")
+    if cases.empty:
         return None
+    label = pd.to_numeric(cases["label"], errors="coerce")
+    sub = cases["subgroup"].fillna("").astype(str).str.lower()
+    # prefer a positive calcification case: what the Fourier low-pass should degrade
+    rank = (label != 1).astype(int) * 2 + (~sub.str.contains("calc")).astype(int)
+    wanted = list(cases.assign(rank=rank.to_numpy()).sort_values(["rank", "case_id"])["case_id"].astype(str))
     items, _ = scan_dataset(data_root)
     by_id = {it.case_id: it for it in items}
     for cid in wanted[:5]:
@@ -113,9 +129,20 @@ def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedMode
         if it is None:
             continue
         try:
-            return cid, match_spatial_dims(normalise_image(load_image(it).array), model.spatial_dims)
+            x = match_spatial_dims(normalise_image(load_image(it).array), model.spatial_dims)
         except (ValueError, OSError) as e:
             logger.debug("example image %s unusable: %s", cid, e)
+            continue
+        centre = None
+        mask_path = find_mask(roi_dir, cid) if roi_dir is not None and x.ndim == 3 else None
+        if mask_path is not None:
+            try:
+                mask = load_roi_mask(mask_path, tuple(x.shape[1:]))
+                if mask is not None:
+                    centre = tuple(int(v) for v in mask.nonzero().float().mean(0).round())
+            except ValueError:
+                pass
+        return cid, x, centre
     return None
 
 
@@ -153,19 +180,20 @@ def write_outputs(
 
     figures = plot_family_curves(summary, out) if not summary.empty else []
     cnr_fig = plot_cnr_curves(cnr_summary, out)
+    ident = manifest.get("identity", {})
     example_fig = None
     if examples and not predictions.empty:
         try:
-            first = _first_example(predictions, data_root, model)
+            roi = ident.get("roi_masks")
+            first = _first_example(predictions, data_root, model, Path(roi) if roi else None)
             if first is not None:
-                panels = example_panels(model, first[1], first[0], plan, seed)
+                panels = example_panels(model, first[1], first[0], plan, seed, crop_centre=first[2])
                 example_fig = plot_example_grid(panels, out / "examples.png", title="example perturbations (columns: severity)")
         except Exception as e:  # a figure must not lose a finished sweep
             logger.warning("example grid not drawn: %s: %s", type(e).__name__, e)
 
     lines = ["# Perturbation sensitivity report", ""]
     m = manifest.get("model", {})
-    ident = manifest.get("identity", {})
     lines += [
         f"- Model: `{m.get('name', '')}` ({m.get('source', '')}), sha256 `{str(m.get('sha256', ''))[:16]}`, "
         f"input (C, spatial) = {tuple(ident.get('input_shape', []))}, positive class {ident.get('positive_class')}",
@@ -209,7 +237,8 @@ def write_outputs(
             "",
         ]
         top = summary[(summary["subgroup"] != "all")]
-        top = top.loc[top.groupby(["family", "subgroup"])["severity"].idxmax()][["family", "subgroup", "severity", "n", "flip_rate", "mean_abs_delta_p", "auc", "ks"]]
+        top = top.loc[top.groupby(["family", "subgroup"])["severity"].idxmax()]
+        top = top[["family", "subgroup", "severity", "n", "flip_rate", "mean_abs_delta_p", "auc", "ks"]]
         lines += ["At each family's highest severity:", "", markdown_table(top), ""]
     if not cnr_summary.empty:
         lines += [
@@ -218,9 +247,12 @@ def write_outputs(
             "CNR = (mean_roi - mean_ring) / std_ring, ring = ROI dilated by "
             f"{ident.get('ring_width')} px minus the ROI, on the perturbed native image.",
             "",
-            markdown_table(cnr_summary[cnr_summary["subgroup"] == "all"][["family", "severity", "n", "mean_cnr", "mean_cnr_ratio"]]),
-            "",
         ]
+        shown = cnr_summary[cnr_summary["subgroup"] == "all"]
+        if "fourier_lowpass" in set(shown["family"]):
+            shown = shown[shown["family"] == "fourier_lowpass"]
+            lines += ["Fourier low-pass (other families: summary.json and the figure):", ""]
+        lines += [markdown_table(shown[["family", "severity", "n", "mean_cnr", "mean_cnr_ratio"]]), ""]
         if cnr_fig is not None:
             lines += [f"![CNR]({cnr_fig.name})", ""]
     if example_fig is not None:

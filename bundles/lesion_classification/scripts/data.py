@@ -53,6 +53,18 @@ def _csv_splits(csv_path: Path) -> dict[str, str]:
         return out
 
 
+def _prepare(arr: np.ndarray, spatial_size: Sequence[int], in_channels: int, path: Path) -> np.ndarray:
+    """``(in_channels, *spatial_size)`` float32 in ``[0, 1]``: channels averaged to 1 if needed, resized, min-max scaled."""
+    if arr.shape[0] != in_channels:
+        if in_channels != 1:
+            raise ValueError(f"{path}: {arr.shape[0]} channels, the network expects in_channels={in_channels}.")
+        arr = arr.mean(axis=0, keepdims=True)
+    if arr.ndim - 1 != len(spatial_size):
+        raise ValueError(f"{path}: image has {arr.ndim - 1} spatial dims, spatial_size={list(spatial_size)}.")
+    resize = Resize(spatial_size=tuple(int(s) for s in spatial_size), mode="area")
+    return np.asarray(ScaleIntensity(minv=0.0, maxv=1.0)(resize(arr)), dtype=np.float32)
+
+
 def folder_datalist(
     root: str | Path,
     split: str,
@@ -79,8 +91,6 @@ def folder_datalist(
         logger.warning("skipped %s: %s", e.path, e.reason)
     match = match_labels(items, read_labels(csv_path))
     splits = _csv_splits(csv_path)
-    resize = Resize(spatial_size=tuple(int(s) for s in spatial_size), mode="area")
-    scale = ScaleIntensity(minv=0.0, maxv=1.0)
     out = []
     for item, lab in match.pairs:
         if lab.label is None:
@@ -92,15 +102,8 @@ def folder_datalist(
         except UnusableImageError as e:
             logger.warning("skipped %s", e)
             continue
-        if arr.shape[0] != in_channels:
-            if in_channels == 1:
-                arr = arr.mean(axis=0, keepdims=True)
-            else:
-                raise ValueError(f"{item.path}: {arr.shape[0]} channels, the network expects in_channels={in_channels}.")
-        if arr.ndim - 1 != len(spatial_size):
-            raise ValueError(f"{item.path}: image has {arr.ndim - 1} spatial dims, spatial_size={list(spatial_size)}.")
-        img = np.asarray(scale(resize(arr)), dtype=np.float32)
-        out.append({"image": img, "label": int(lab.label), "case_id": item.case_id})
+        out.append({"image": _prepare(arr, spatial_size, in_channels, item.path), "label": int(lab.label),
+                    "case_id": item.case_id})
     if not out:
         raise ValueError(f"dataset folder {root}: no labelled, loadable image in split {split!r}.")
     return out
@@ -177,22 +180,14 @@ def inference_datalist(
     items, errors = scan_dataset(p)
     for e in errors:
         logger.warning("skipped %s: %s", e.path, e.reason)
-    resize = Resize(spatial_size=tuple(int(s) for s in spatial_size), mode="area")
-    scale = ScaleIntensity(minv=0.0, maxv=1.0)
     out = []
     for item in items[: None if limit is None else int(limit)]:
         try:
-            arr = load_image(item).array
-        except UnusableImageError as e:
+            img = _prepare(load_image(item).array, spatial_size, in_channels, item.path)
+        except (UnusableImageError, ValueError) as e:
             logger.warning("skipped %s", e)
             continue
-        if arr.shape[0] != in_channels and in_channels == 1:
-            arr = arr.mean(axis=0, keepdims=True)
-        if arr.shape[0] != in_channels or arr.ndim - 1 != len(spatial_size):
-            logger.warning("skipped %s: shape %s does not fit in_channels=%d, spatial_size=%s",
-                           item.path, arr.shape, in_channels, list(spatial_size))
-            continue
-        out.append({"image": np.asarray(scale(resize(arr)), dtype=np.float32), "label": -1, "case_id": item.case_id})
+        out.append({"image": img, "label": -1, "case_id": item.case_id})
     if not out:
         raise ValueError(f"dataset folder {p}: no loadable image.")
     return out

@@ -31,8 +31,6 @@ import torch
 from ignite.engine import Events
 
 from medrobust.core.attacks import fgm, pgd
-from medrobust.core.attacks.base import model_output
-from medrobust.core.attacks.losses import class_logits
 from medrobust.core.defenses.base import AdversarialTrainingStep, Forward, eval_mode
 
 __all__ = ["PGDAdversarialTraining", "FastFGSMTraining", "FGMTraining", "CatastrophicOverfittingStop"]
@@ -158,13 +156,11 @@ class CatastrophicOverfittingStop:
             self._batch = (out["image"].detach(), out["label"].detach())
 
     def robust_accuracy(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-        """PGD accuracy of ``net`` on ``(x, y)`` (net in eval mode during the check)."""
+        """Share of ``(x, y)`` on which PGD fails (net in eval mode during the check)."""
         with eval_mode(net):
             res = pgd(net, x, y, loss_fn=self.attack_loss, eps=self.eps, alpha=self.alpha, steps=self.steps,
                       bounds=self.bounds, generator=self.seed + len(self.history))
-            with torch.no_grad():
-                pred = class_logits(model_output(net, res.x_adv)).argmax(1)
-        return float((pred == y.reshape(-1).to(pred.device)).float().mean())
+        return 1.0 - float(res.success.float().mean())
 
     def __call__(self, engine: Any) -> None:
         if self._batch is None:

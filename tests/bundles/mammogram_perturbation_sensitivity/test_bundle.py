@@ -107,7 +107,7 @@ def test_configs_agree_on_network_and_preprocessing():
     train = json.loads((CONFIGS / "train.json").read_text())
     infer = json.loads((CONFIGS / "inference.json").read_text())
     meta = json.loads(META.read_text())
-    assert train["network_def"] == infer["network_def"]
+    assert train["densenet"] == infer["densenet"] and train["network_def"] == infer["network_def"]
     assert train["deterministic_transforms"] == infer["preprocessing"]["transforms"]
     shape = meta["network_data_format"]["inputs"]["image"]["spatial_shape"]
     assert train["image_size"] == infer["image_size"] == shape
@@ -134,7 +134,7 @@ def test_preprocessing_matches_sensitivity_engine(tiny_data):
 
 @pytest.mark.slow
 def test_train_evaluate_infer_workflows(tiny_data, tmp_path):
-    """train -> train+evaluate -> inference, each initialize/check_properties/run/finalize."""
+    """patch stage -> whole-image train -> train+evaluate -> inference, each initialize/check_properties/run/finalize."""
     shipped = BUNDLE / "models" / "model.pt"
     shipped_before = shipped.read_bytes() if shipped.is_file() else None
     common = {
@@ -150,7 +150,12 @@ def test_train_evaluate_infer_workflows(tiny_data, tmp_path):
         "max_epochs": 2,
         "batch_size": 4,
     }
-    _run(_workflow(CONFIGS / "train.json", "train", **train_over))
+    patch_over = {**train_over, "ckpt_dir": str(tmp_path / "patch"), "output_dir": str(tmp_path / "patch"), "patch_size": [32, 32]}
+    _run(_workflow([CONFIGS / "train.json", CONFIGS / "train_patch.json"], "train", **patch_over))
+    patch_ckpt = tmp_path / "patch" / "model.pt"
+    assert patch_ckpt.is_file()
+
+    _run(_workflow(CONFIGS / "train.json", "train", **train_over, pretrained_ckpt=str(patch_ckpt)))
     ckpt = tmp_path / "models" / "model.pt"
     assert ckpt.is_file()
     state = torch.load(ckpt, map_location="cpu", weights_only=True)

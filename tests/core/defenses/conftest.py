@@ -62,7 +62,7 @@ def train(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step, *, iters
         loss_function=loss if loss is not None else torch.nn.CrossEntropyLoss(),
         iteration_update=step, decollate=False, train_handlers=handlers,
     )
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"].detach())))
     trainer.run()
     return trainer, losses
 

@@ -57,7 +57,8 @@ def test_defense_lowers_robust_loss_3d(toy, name):
     assert last < first and after < 0.8 * before, f"{name} 3-D: loss {first:.3f}->{last:.3f}, robust {before:.3f}->{after:.3f}"
 
 
-@pytest.mark.parametrize("name", ["pgd-at", "fgm", "trades", "mart", "at-awp", "trades-awp", "adt-exp", "adt-exp-am"])
+@pytest.mark.parametrize("name", ["pgd-at", "fast-fgsm", "fgm", "trades", "mart", "at-awp", "trades-awp", "adt-exp",
+                                  "adt-exp-am"])
 def test_defense_with_segmentation_loss(toy, name):
     x, y = toy.segmentation(6)
     net = toy.segmenter()
