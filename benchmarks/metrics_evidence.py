@@ -3,8 +3,8 @@
 Stages (each writes ``<out>/results/<stage>_<model>.json`` as soon as it finishes and is skipped
 when that file exists, so an interrupted run resumes):
 
-- ``train``: the lesion bundle's own training config (``bundles/lesion_classification``,
-  MONAI ``Classifier``, 40 epochs by default) once per defense (none, fast-FGSM, PGD-AT, TRADES,
+- ``train``: the lesion bundle's own training config (``bundles/lesion_classification``, copied
+  to ``<out>/configs`` on the first run; 40 epochs by default) once per defense (none, fast-FGSM, PGD-AT, TRADES,
   MART; eps 2/255) plus a PGD-AT *fine-tune* of the natural model (for feature purification);
 - ``robustness``: clean accuracy/AUC/ECE, PGD robust accuracy, intrinsic robustness under several
   attack settings, average/worst flatness (test split);
@@ -49,14 +49,27 @@ def _done(path: Path) -> bool:
     return path.is_file()
 
 
+def configs(out: Path) -> Path:
+    """The bundle configs this run uses, copied once into ``<out>/configs`` (the bundle may change)."""
+    import shutil
+
+    cfg = out / "configs"
+    if not cfg.is_dir():
+        cfg.mkdir(parents=True)
+        for name in ("train.json", "inference.json"):
+            shutil.copy(BUNDLE / "configs" / name, cfg / name)
+    return cfg
+
+
 def train(out: Path, epochs: int) -> None:
+    cfg = configs(out)
     runs = [(name, defense, 0) for name, defense in MODELS.items()] + [("natural-seed1", "none", 1)]
     for name, defense, seed in runs:
         ckpt = out / "models" / name / "model.pt"
         if ckpt.is_file():
             continue
         t = time.time()
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "train.json"),
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(cfg / "train.json"),
                "--bundle_root", str(BUNDLE), "--ckpt_dir", str(ckpt.parent), "--defense", defense, "--seed", str(seed),
                "--epochs", str(epochs), "--num_threads", "1", "--dataset_dir", str(DATA)]  # fmt: skip
         log.info("training %s: %s", name, " ".join(cmd))
@@ -68,7 +81,7 @@ def train(out: Path, epochs: int) -> None:
         from monai.bundle import ConfigWorkflow
 
         t = time.time()
-        wf = ConfigWorkflow(str(BUNDLE / "configs" / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+        wf = ConfigWorkflow(str(cfg / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
                             ckpt_dir=str(ft.parent), defense="pgd-at", epochs=max(1, epochs // 4), learning_rate=2e-4,
                             num_threads=1, dataset_dir=str(DATA))  # fmt: skip
         wf.initialize()
@@ -82,7 +95,7 @@ def train(out: Path, epochs: int) -> None:
 def load(out: Path, name: str) -> torch.nn.Module:
     from medrobust.models import load_state_dict_model
 
-    m = load_state_dict_model(out / "models" / name / "model.pt", BUNDLE / "configs" / "inference.json", input_size=(28, 28))
+    m = load_state_dict_model(out / "models" / name / "model.pt", configs(out) / "inference.json", input_size=(28, 28))
     return m.network.eval()
 
 

@@ -10,6 +10,13 @@ per-sample measure), ``summary.csv`` / ``summary.json`` (one value per measure a
 by measure, ``loss_surface.png``, ``attributions.png``, ``occlusion_baselines.png`` (+
 ``occlusion_spearman.csv``, ``occlusion_scores.csv``), ``purification.csv`` + ``filters.png``,
 ``probabilistic.csv``, ``nmutant.csv``.
+
+Settings that are fixed here (use the Python API to change them): IG explains the labelled class
+(the prediction when unlabelled) from an all-zero baseline; DeepSHAP's baselines are 16 random
+images of the same data; probabilistic robustness is sequential (eps = delta = 0.075) with MC
+dropout when the network has dropout, else Gaussian weight noise (0.1 std); nMutant calibrates
+on the first half of the images and tests clean vs PGD inputs from the second half (NAI
+mutants, gamma 0.05, at most 100 mutants).
 """
 
 from __future__ import annotations

@@ -23,14 +23,6 @@ from medrobust.core.detectors.nmutant import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two overlapping classes: bright vs dark centre on noise (10x10), so some inputs are near the boundary."""
     g = torch.Generator().manual_seed(seed)
@@ -48,15 +40,10 @@ def trained():
         net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(800, 32), nn.ReLU(),
                             nn.Linear(32, 2))  # fmt: skip
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    n_threads = torch.get_num_threads()  # module fixtures run before the per-test thread setting
-    torch.set_num_threads(1)
-    try:
-        for _ in range(30):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(n_threads)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
     for p in net.parameters():
         p.grad = None
     return net.eval(), x, y

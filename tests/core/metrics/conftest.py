@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from torch import nn
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Tiny tensors on a shared, loaded machine: OpenMP thread hand-offs cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def blobs(n: int, spatial: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,13 +41,12 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 25) 
     """Full-batch Adam (deterministic: no shuffling, no dropout noise unless the model has some)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_fn = nn.CrossEntropyLoss() if model[-1].out_features > 1 else nn.BCEWithLogitsLoss()
-    with single_thread():  # session fixtures are set up before the per-test thread setting applies
-        for _ in range(epochs):
-            opt.zero_grad()
-            out = model(x)
-            loss = loss_fn(out, y) if out.shape[1] > 1 else loss_fn(out[:, 0], y.float())
-            loss.backward()
-            opt.step()
+    for _ in range(epochs):
+        opt.zero_grad()
+        out = model(x)
+        loss = loss_fn(out, y) if out.shape[1] > 1 else loss_fn(out[:, 0], y.float())
+        loss.backward()
+        opt.step()
     for p in model.parameters():
         p.grad = None
     return model.eval()
