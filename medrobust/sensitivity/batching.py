@@ -62,6 +62,17 @@ def perturb_for_model(
 
 @dataclass
 class Case:
+    """One loaded image waiting to be swept.
+
+    Attributes:
+        case_id: de-identified id.
+        x: ``(C, *native)`` in ``[0, 1]`` (CPU); dropped once its group is stacked.
+        label, subgroup: from the labels CSV (None when unknown).
+        modality: DICOM modality or None.
+        pending: ``(family, severity)`` pairs still to compute for this case.
+        roi: ROI sampler for the contrast-to-noise ratio, when a mask was found.
+    """
+
     case_id: str
     x: torch.Tensor  # (C, *native) in [0, 1], CPU
     label: int | None

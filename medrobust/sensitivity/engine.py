@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from medrobust.data import UnusableImageError, load_image, read_labels, scan_dataset
+from medrobust.data import DEFAULT_EXCLUDE, UnusableImageError, load_image, read_labels, scan_dataset
 from medrobust.models import LoadedModel, file_sha256, load_model
 from medrobust.perturbations.registry import get_family
 from medrobust.sensitivity.batching import BatchedSweep, Case, perturb_for_model
@@ -220,6 +220,8 @@ def run_sensitivity(
     data_root = Path(data).expanduser().resolve()
     if not data_root.exists():
         raise FileNotFoundError(f"data folder {data_root} does not exist.")
+    if Path(out).expanduser().resolve() == data_root:
+        raise ValueError(f"out {out} is the data folder; give a separate run folder.")
     labels_path = Path(labels).expanduser().resolve() if labels is not None else None
     if labels_path is not None and not labels_path.is_file():
         raise FileNotFoundError(f"labels CSV {labels_path} not found.")
@@ -313,7 +315,11 @@ def _sweep(
     ring_width: int,
     progress: bool,
 ) -> int:
-    items, scan_errors = scan_dataset(data_root)
+    exclude = DEFAULT_EXCLUDE
+    out = store.out.resolve()
+    if out != data_root and data_root in out.parents:  # never read our own figures back as images
+        exclude = (*DEFAULT_EXCLUDE, out.relative_to(data_root).parts[0])
+    items, scan_errors = scan_dataset(data_root, exclude=exclude)
     recorded = store.recorded_errors()
     failed_files = {f for f, stage in recorded if stage in ("load", "input")}
     new_errors = []

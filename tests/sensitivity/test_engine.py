@@ -114,11 +114,15 @@ def test_resume_same_args_and_identity_check(demo_run) -> None:
 def test_overwrite_replaces_the_run(tmp_path: Path, builders) -> None:
     data, _ = builders.make_dataset(tmp_path / "d", n=2, corrupt=False)
     weights, cfg = builders.make_model_files(tmp_path / "m")
-    common = dict(network_config=cfg, input_size=(32, 32), families=["gaussian_blur"], severities=[1.0], progress=False, report=False)
-    run_sensitivity(weights, data, tmp_path / "run", seed=0, **common)
-    res = run_sensitivity(weights, data, tmp_path / "run", seed=1, overwrite=True, **common)
-    assert not res.resumed and res.n_computed == 4
-    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["identity"]["seed"] == 1
+    common = dict(network_config=cfg, input_size=(32, 32), families=["gaussian_blur"], severities=[1.0], progress=False)
+    run = data / "run"  # inside the data folder: its figures must not be read back as images
+    run_sensitivity(weights, data, run, seed=0, **common)
+    res = run_sensitivity(weights, data, run, seed=1, overwrite=True, **common)
+    assert not res.resumed and res.n_computed == 4 and set(res.predictions["case_id"]) == {"case_00", "case_01"}
+    assert json.loads((run / "manifest.json").read_text())["identity"]["seed"] == 1
+    assert run_sensitivity(weights, data, run, seed=1, **common).n_computed == 0
+    with pytest.raises(ValueError, match="data folder"):
+        run_sensitivity(weights, data, data, seed=1, **common)
 
 
 def test_3d_nifti_sweep_without_labels(tmp_path: Path) -> None:
