@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+__all__ = ["CASES", "epoch_seconds", "run", "markdown", "main"]
+
 REPO = Path(__file__).resolve().parents[1]
 BREASTMNIST = REPO.parent / "shared" / "data" / "breastmnist" / "breastmnist.npz"
 

@@ -256,6 +256,10 @@ def report(out: Path) -> str:
             psi = [rows[m][f"intrinsic_{tag}"] for m in rows]
             acc = [rows[m][f"robust_acc_{tag}"] for m in rows]
             lines.append(f"- Spearman(psi, robust accuracy) at {tag}: {spearmanr(psi, acc).statistic:.2f} (n = {len(rows)} models)")
+        ref = [rows[m]["intrinsic_pgd10_2"] for m in rows]
+        for tag in ("pgd20r2_2", "pgd10_1", "pgd10_4", "pgd10_8"):
+            other = [rows[m][f"intrinsic_{tag}"] for m in rows]
+            lines.append(f"- ranking stability: Spearman(psi at pgd10_2, psi at {tag}) = {spearmanr(ref, other).statistic:.2f}")
     lines += ["", "## Gini sparseness of attributions (test set, mean +- sd)", "", "| model | IG Gini | DeepSHAP Gini |", "|---|---|---|"]
     for name in MODELS:
         p = res / f"gini_{name}.json"

@@ -71,9 +71,14 @@ def _run(wf) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _restore_sys_path(monkeypatch):
-    """ConfigWorkflow.run puts the bundle root on sys.path; keep that out of other tests."""
+def _isolate(monkeypatch):
+    """ConfigWorkflow.run puts the bundle root on sys.path: keep it out of other tests. One torch
+    thread: the workflows here run tiny tensors, where thread hand-offs cost more than they gain."""
     monkeypatch.setattr(sys, "path", list(sys.path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +152,7 @@ def test_train_evaluate_infer_workflows(tiny_data, tmp_path):
         **common,
         "ckpt_dir": str(tmp_path / "models"),
         "output_dir": str(tmp_path / "eval"),
-        "max_epochs": 2,
+        "max_epochs": 1,
         "batch_size": 4,
     }
     patch_over = {**train_over, "ckpt_dir": str(tmp_path / "patch"), "output_dir": str(tmp_path / "patch"), "patch_size": [32, 32]}
@@ -230,6 +235,7 @@ def heldout_data(tmp_path_factory) -> Path:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["OMP_NUM_THREADS"] = "1"  # small CPU runs in a shared test machine: no thread oversubscription
     return env
 
 
