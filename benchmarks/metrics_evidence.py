@@ -36,6 +36,7 @@ BUNDLE = ROOT / "bundles" / "lesion_classification"
 DATA = ROOT.parent / "shared" / "data" / "breastmnist" / "breastmnist.npz"
 EPS = 2 / 255
 MODELS = {"natural": "none", "fast-fgsm": "fast-fgsm", "pgd-at": "pgd-at", "trades": "trades", "mart": "mart"}
+EVALUATED = [*MODELS, "natural-seed1"]  # a second natural run (another seed) shows seed-to-seed spread
 log = logging.getLogger("metrics_evidence")
 
 
@@ -123,7 +124,7 @@ def robustness(out: Path) -> None:
     from medrobust.core.metrics._utils import predict_logits
 
     x, y = split("test")
-    for name in MODELS:
+    for name in EVALUATED:
         path = out / "results" / f"robustness_{name}.json"
         if _done(path):
             continue
@@ -148,7 +149,7 @@ def gini(out: Path) -> None:
     x, y = split("test")
     xtr, _ = split("train")
     refs = xtr[torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))[:50]]
-    for name in MODELS:
+    for name in EVALUATED:
         path = out / "results" / f"gini_{name}.json"
         if _done(path):
             continue
@@ -240,10 +241,12 @@ def report(out: Path) -> str:
              "| model | acc | AUC | ECE | PGD-10 acc 1/255 | 2/255 | 4/255 | psi 1/255 | psi 2/255 | psi 2/255 (20 st., 2 restarts) | psi 4/255 | avg flat. | worst flat. |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     rows = {}
-    for name in MODELS:
+    for name in EVALUATED:
         p = res / f"robustness_{name}.json"
         if p.is_file():
-            r = rows[name] = json.loads(p.read_text())
+            r = json.loads(p.read_text())
+            if name in MODELS:
+                rows[name] = r
             lines.append(f"| {name} | {r['accuracy']:.3f} | {r['auc']:.3f} | {r['ece']:.3f} | {r['robust_acc_pgd10_1']:.3f} | "
                          f"{r['robust_acc_pgd10_2']:.3f} | {r['robust_acc_pgd10_4']:.3f} | {r['intrinsic_pgd10_1']:.4f} | "
                          f"{r['intrinsic_pgd10_2']:.4f} | {r['intrinsic_pgd20r2_2']:.4f} | {r['intrinsic_pgd10_4']:.4f} | "
@@ -260,13 +263,22 @@ def report(out: Path) -> str:
         for tag in ("pgd20r2_2", "pgd10_1", "pgd10_4", "pgd10_8"):
             other = [rows[m][f"intrinsic_{tag}"] for m in rows]
             lines.append(f"- ranking stability: Spearman(psi at pgd10_2, psi at {tag}) = {spearmanr(ref, other).statistic:.2f}")
-    lines += ["", "## Gini sparseness of attributions (test set, mean +- sd)", "", "| model | IG Gini | DeepSHAP Gini |", "|---|---|---|"]
-    for name in MODELS:
-        p = res / f"gini_{name}.json"
-        if p.is_file():
-            g = json.loads(p.read_text())
-            ig, ds = np.array(g["gini_ig"]), np.array(g["gini_deepshap"])
-            lines.append(f"| {name} | {ig.mean():.3f} +- {ig.std():.3f} | {ds.mean():.3f} +- {ds.std():.3f} |")
+    lines += ["", "## Gini sparseness of attributions (test set, mean +- sd; paired difference to natural, Wilcoxon p)", "",
+              "| model | IG Gini | IG: AT - natural (p) | DeepSHAP Gini | DeepSHAP: AT - natural (p) |", "|---|---|---|---|---|"]  # fmt: skip
+    ginis = {n: json.loads((res / f"gini_{n}.json").read_text()) for n in EVALUATED if (res / f"gini_{n}.json").is_file()}
+    for name, g in ginis.items():
+        cells = []
+        for key in ("gini_ig", "gini_deepshap"):
+            v = np.array(g[key])
+            cells.append(f"{v.mean():.3f} +- {v.std():.3f}")
+            if name != "natural" and "natural" in ginis:
+                from scipy.stats import wilcoxon
+
+                d = v - np.array(ginis["natural"][key])
+                cells.append(f"{d.mean():+.3f} (p = {wilcoxon(d).pvalue:.1e})")
+            else:
+                cells.append("-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## nMutant (gamma 0.01, kappa from 200 training images x 200 mutants; alpha = beta = 0.05, max 500)", "",
               "| model | op | kappa | fixed-n | normal: flagged / undecided / mutants | attack | n | LCR AUROC | detect @5% FPR | SPRT flagged | SPRT mutants |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip

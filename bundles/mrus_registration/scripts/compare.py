@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eps", type=float, default=0.05)
     p.add_argument("--pgd_steps", type=int, default=10)
     p.add_argument("--num_threads", type=int, default=0, help="torch threads (1 on a shared CPU)")
+    p.add_argument("--override", action="append", default=[], metavar="ID=JSON",
+                   help="extra config override, e.g. augment#intensity_prob=0.5 (repeatable)")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--no_readme", action="store_true", help="do not rewrite docs/README.md")
     args = p.parse_args(argv)
@@ -127,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     common = {"bundle_root": str(BUNDLE), "dataset_dir": args.dataset_dir, "split_file": args.split_file, "seed": args.seed,
               "num_threads": args.num_threads,
               "fe#cache_dir": str(BUNDLE / "runs" / "fe_cache")}
+    for item in args.override:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--override must be ID=JSON, got {item!r}")
+        common[key] = json.loads(value)
 
     if "no registration" not in results:
-        wf = _workflow(["train.json", "evaluate.json"], **common, output_dir=str(args.out / "baseline"))
+        wf = _workflow(["train.json", "evaluate.json"], **common, regulariser="none", output_dir=str(args.out / "baseline"))
         rows = _baseline(wf.parser.get_parsed_content("test_data"))
         results["no registration"] = {"summary": write_rows(rows, args.out / "baseline"), "train_seconds": 0.0}
         results_path.write_text(json.dumps(results, indent=2))

@@ -70,7 +70,12 @@ def _options(cls: type) -> set[str]:
 
 
 # Options a subclass fixes itself (accepted by a base, ignored by the method).
-_FIXED = {FastFGSMTraining: {"steps", "random_start", "norm"}, FGMTraining: {"steps", "norm", "random_start", "alpha"}}
+_FIXED = {
+    FastFGSMTraining: {"steps", "random_start", "norm"},
+    FGMTraining: {"steps", "norm", "random_start", "alpha"},
+    MART: {"clean_weight"},
+    FisherTargetedTraining: {"clean_weight"},
+}
 
 
 def build_defense(name: str | None, **options: Any) -> AdversarialTrainingStep | None:
