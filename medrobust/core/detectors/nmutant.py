@@ -8,8 +8,8 @@ input) change their label far more often than a normal input's. The *label chang
 - Model mutation operators (rate ``gamma``; on conv/linear layers, 2-D and 3-D alike):
   ``"gf"`` Gaussian fuzzing (a fraction ``gamma`` of all weights resampled from their tensor's
   ``N(mean, std)``), ``"ws"`` weight shuffling (the incoming weights of a fraction ``gamma`` of
-  neurons permuted), ``"ns"`` neuron switch (a fraction ``gamma`` of the neurons of each layer
-  with >= 10 neurons permuted among themselves), ``"nai"`` neuron activation inverse (weights
+  neurons permuted), ``"ns"`` neuron switch (a fraction ``gamma`` of the neurons, in layers of
+  >= 10 neurons, switched with each other within their layer), ``"nai"`` neuron activation inverse (weights
   and bias of a fraction ``gamma`` of neurons negated). A mutant is kept only if its validation
   accuracy is ``>= acc_ratio`` (0.9) x the original's.
 - Input mutation (the earlier version): uniform noise of amplitude ``step`` in a random box.
@@ -111,20 +111,10 @@ def mutate_(model: nn.Module, operator: str, gamma: float, generator: torch.Gene
                 new = mean + std * torch.randn(sel.numel(), generator=generator)
                 flat[sel.to(flat.device)] = new.to(flat)
         return model
-    if operator == "ns":
-        for m in layers:
-            w = rows(m)
-            n = w.shape[0]
-            if n < 10:  # the authors skip layers with fewer than 10 neurons
-                continue
-            k = max(2, round(n * gamma))
-            sel = _choose(n, k, generator)  # a random subset in random order: rolling it moves every neuron
-            perm = sel.roll(1)
-            w[sel.to(w.device)] = w[perm.to(w.device)].clone()
-            if m.bias is not None:
-                m.bias[sel.to(w.device)] = m.bias[perm.to(w.device)].clone()
-        return model
-    counts = [rows(m).shape[0] for m in layers]
+    # a fraction gamma of all neurons; "ns" only switches within layers of >= 10 neurons (as the authors)
+    counts = [rows(m).shape[0] if operator != "ns" or rows(m).shape[0] >= 10 else 0 for m in layers]
+    if not sum(counts):
+        raise ValueError("operator 'ns' needs a conv/linear layer with at least 10 neurons.")
     chosen = _choose(sum(counts), _count(sum(counts), gamma), generator)
     start = 0
     for m, c in zip(layers, counts):
@@ -133,7 +123,15 @@ def mutate_(model: nn.Module, operator: str, gamma: float, generator: torch.Gene
         if not sel.numel():
             continue
         w = rows(m)
-        if operator == "nai":
+        if operator == "ns":
+            if sel.numel() == 1:  # a switch needs two neurons: pair it with another one of the layer
+                other = (sel + 1 + torch.randint(0, c - 1, (1,), generator=generator)) % c
+                sel = torch.cat([sel, other])
+            perm = sel.roll(1)  # sel is in random order: rolling it moves every chosen neuron
+            w[sel.to(w.device)] = w[perm.to(w.device)].clone()
+            if m.bias is not None:
+                m.bias[sel.to(w.device)] = m.bias[perm.to(w.device)].clone()
+        elif operator == "nai":
             w[sel.to(w.device)] *= -1
             if m.bias is not None:
                 m.bias[sel.to(w.device)] *= -1
