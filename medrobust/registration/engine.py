@@ -29,7 +29,14 @@ from monai.utils import CommonKeys as Keys
 from medrobust.registration.adversarial import AdversarialRegulariser
 from medrobust.registration.losses import REGULARISERS, smoothness_loss
 
-__all__ = ["BATCH_KEYS", "register", "RegistrationIteration", "RegistrationEvalIteration", "LossCSVLogger"]
+__all__ = [
+    "BATCH_KEYS",
+    "register",
+    "RegistrationIteration",
+    "RegistrationEvalIteration",
+    "LossCSVLogger",
+    "PreciseBatchNorm",
+]
 
 BATCH_KEYS = ("moving_image", "fixed_image", "moving_label", "fixed_label")
 
@@ -167,3 +174,52 @@ class LossCSVLogger:
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([engine.state.iteration, engine.state.epoch, float(out[Keys.LOSS]),
                                     out.get("label_loss"), out.get("regulariser_loss"), out.get("d_loss")])
+
+
+class PreciseBatchNorm:
+    """Ignite handler: at the end of training, recompute every BatchNorm's running statistics with the
+    final weights (cumulative average over ``num_batches`` training batches, no gradients).
+
+    Running averages collected while the weights were still moving lag behind them; after a short run
+    (tens of iterations) a LocalNet in ``eval()`` then predicts wildly wrong DDFs although it is fine in
+    ``train()``. MONAI has no such utility, hence this one (the "precise BN" of Wu & Johnson 2021).
+    Attach it before the checkpoint saver so that the saved weights carry the recomputed statistics.
+
+    Args:
+        data_loader: training batches (dicts with ``moving_image`` and ``fixed_image``).
+        num_batches: batches to average over (0 disables the handler).
+    """
+
+    def __init__(self, data_loader: Any, num_batches: int = 16) -> None:
+        if num_batches < 0:
+            raise ValueError(f"num_batches must be >= 0, got {num_batches}.")
+        self.data_loader = data_loader
+        self.num_batches = num_batches
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    @torch.no_grad()
+    def __call__(self, engine: Any) -> None:
+        bns = [m for m in engine.network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not bns or self.num_batches == 0:
+            return
+        momenta = [bn.momentum for bn in bns]
+        was_training = engine.network.training
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average over the batches below
+        engine.network.train()
+        seen = 0
+        while seen < self.num_batches:
+            for batch in self.data_loader:
+                device = engine.state.device
+                register(engine.network, _get(batch, "moving_image", device), _get(batch, "fixed_image", device))
+                seen += 1
+                if seen >= self.num_batches:
+                    break
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        engine.network.train(was_training)

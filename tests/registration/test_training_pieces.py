@@ -149,3 +149,29 @@ def test_iteration_checks_its_arguments():
         RegistrationIteration(label_loss(), regulariser="tv")
     with pytest.raises(ValueError, match="needs an adversary"):
         RegistrationIteration(label_loss(), regulariser="adversarial")
+
+
+def test_precise_batchnorm_makes_eval_match_train_statistics():
+    from monai.engines import SupervisedTrainer
+
+    from medrobust.registration.engine import PreciseBatchNorm
+
+    torch.manual_seed(0)
+    net = LocalNet(spatial_dims=3, in_channels=2, out_channels=3, num_channel_initial=4, extract_levels=(0, 1, 2))
+    batch = _pair_batch()
+    loss = label_loss((0, 1))
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=5, train_data_loader=[batch], network=net,
+                                optimizer=torch.optim.Adam(net.parameters(), 1e-2), loss_function=loss,
+                                iteration_update=RegistrationIteration(loss))
+    PreciseBatchNorm([batch], num_batches=3).attach(trainer)
+    trainer.run()
+    x = torch.cat([batch["moving_image"], batch["fixed_image"]], 1)
+    with torch.no_grad():
+        net.train()
+        train_out = net(x)
+        net.eval()
+        eval_out = net(x)
+    # running statistics now describe the final weights on this batch (only the unbiased variance differs)
+    torch.testing.assert_close(eval_out, train_out, atol=0.05 * float(train_out.abs().max()) + 1e-4, rtol=0)
+    with pytest.raises(ValueError, match="num_batches"):
+        PreciseBatchNorm([batch], num_batches=-1)

@@ -7,7 +7,7 @@ physical pixel size and noise as the demo data; the configs resize them to the n
 
 Usage (from the bundle root, or pass paths from anywhere)::
 
-    python -m scripts.make_dataset --out runs/train_data --n 640 --seed 1234
+    python -m scripts.make_dataset --out runs/train_data --n 320 --seed 1234
     python bundles/mammogram_perturbation_sensitivity/scripts/make_dataset.py --out /tmp/mammo_train
 
 Writes ``OUT/mammo/images/*.dcm``, ``OUT/mammo/masks/*.nii.gz``, ``OUT/mammo/labels.csv`` and
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 #: cases and seed of the training set the shipped ``models/model.pt`` was trained on
-DEFAULT_N = 640
+DEFAULT_N = 320
 DEFAULT_SEED = 1234
 
 
