@@ -375,7 +375,7 @@ for _family in (
         "gaussian_blur",
         gaussian_blur,
         (0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
-        "Gaussian blur (MONAI separable filter); severity = sigma in native pixels",
+        "Gaussian blur (separable kernel); severity = sigma in native pixels",
     ),
 ):
     register(_family, overwrite=True)
