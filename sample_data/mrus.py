@@ -136,6 +136,7 @@ def generate(out_dir: Path, *, n: int = 16, seed: int = 0) -> Path:
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}.")
+    logging.getLogger("skfem").setLevel(logging.WARNING)  # skfem logs every assembly and solve at INFO
     out_dir = Path(out_dir)
     folders = {k: out_dir / k for k in ("moving_images", "fixed_images", "moving_labels", "fixed_labels", "ground_truth")}
     for f in folders.values():

@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", action="append", default=[], metavar="ID=JSON",
                    help="extra config override, e.g. augment#intensity_prob=0.5 (repeatable)")
     p.add_argument("--retrain", action="store_true")
+    p.add_argument("--reuse_models", action="store_true",
+                   help="evaluate an existing OUT/<regulariser>/model.pt (a finished run) instead of training again")
     p.add_argument("--no_readme", action="store_true", help="do not rewrite docs/README.md")
     args = p.parse_args(argv)
     args.command = "python bundles/mrus_registration/scripts/compare.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
@@ -172,10 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out / reg
         over = {**common, "regulariser": reg, "ckpt_dir": str(out), "output_dir": str(out), "max_epochs": args.max_epochs}
         t0 = time.time()
-        wf = _workflow(["train.json"], **over)
-        wf.run()
-        wf.finalize()
-        train_s = time.time() - t0
+        if args.reuse_models and (out / "model.pt").is_file():
+            logger.info("reusing %s", out / "model.pt")
+            train_s = float("nan")
+        else:
+            wf = _workflow(["train.json"], **over)
+            wf.run()
+            wf.finalize()
+            train_s = time.time() - t0
         wf = _workflow(["train.json", "evaluate.json"], **over)
         wf.run()
         summary = json.loads((out / "eval" / "summary.json").read_text())

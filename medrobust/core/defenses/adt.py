@@ -96,8 +96,9 @@ class ADTEXP(AdversarialTrainingStep):
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
         obj = resolve_objective(self.attack_loss)
         x = x.detach()
-        mu = torch.zeros_like(x, requires_grad=True)
-        omega = torch.zeros_like(x, requires_grad=True)
+        # plain leaf tensors (zeros_like would keep a MetaTensor subclass, which is not a leaf)
+        mu = torch.zeros(x.shape, dtype=x.dtype, device=x.device, requires_grad=True)
+        omega = torch.zeros(x.shape, dtype=x.dtype, device=x.device, requires_grad=True)
         opt = torch.optim.Adam([mu, omega], lr=self.inner_lr, betas=(0.0, 0.0))
         with torch.enable_grad():
             for _ in range(self.steps):

@@ -38,6 +38,7 @@ from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
@@ -53,6 +54,7 @@ __all__ = [
     "class_indices",
     "kl_per_sample",
     "clip_to",
+    "plain",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,11 @@ def kl_per_sample(p_ref: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     logq = F.log_softmax(two_class_logits(logits), dim=1)
     kl = (p_ref * (torch.log(p_ref.clamp_min(1e-12)) - logq)).sum(dim=1)
     return kl.reshape(kl.shape[0], -1).mean(dim=1)
+
+
+def plain(t: Any) -> Any:
+    """A MONAI ``MetaTensor`` as a plain ``torch.Tensor`` (no metadata tracking inside attack loops); else unchanged."""
+    return t.as_tensor() if isinstance(t, MetaTensor) else t
 
 
 def clip_to(x: torch.Tensor, bounds: Bounds) -> torch.Tensor:
@@ -233,6 +240,7 @@ class AdversarialTrainingStep:
             kwargs: dict = {}
         else:
             x, y, args, kwargs = batch
+        x, y = plain(x), plain(y)
         engine.state.output = {Keys.IMAGE: x, Keys.LABEL: y}
         net = engine.network
         forward = self.forward_fn(engine, net, *args, **kwargs)

@@ -33,7 +33,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
 from medrobust.core.attacks import pgd
-from medrobust.core.defenses.base import AdversarialTrainingStep, AttackLoss, Bounds, eval_mode
+from medrobust.core.defenses.base import AdversarialTrainingStep, AttackLoss, Bounds, eval_mode, plain
 from medrobust.core.metrics.classification import accuracy, expected_calibration_error, roc_auc
 
 __all__ = ["AdversarialEvaluationStep", "robustness_metrics", "eps_tag", "adv_key"]
@@ -80,7 +80,7 @@ class AdversarialEvaluationStep:
         if batchdata is None:
             raise ValueError("batchdata: must provide batch data for the current iteration, got None.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        x, y = batch[0], batch[1]
+        x, y = plain(batch[0]), plain(batch[1])
         args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
         forward = AdversarialTrainingStep.forward_fn(engine, engine.network, *args, **kwargs)
         out: dict = {Keys.IMAGE: x, Keys.LABEL: y}

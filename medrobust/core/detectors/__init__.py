@@ -5,13 +5,10 @@ from medrobust.core.detectors.nmutant import (
     InputMutants,
     ModelMutants,
     NMutantDetector,
-    SPRTResult,
-    calibrate_kappa,
-    fixed_sample_size,
     label_change_rate,
     mutate_,
-    sprt,
 )
+from medrobust.core.detectors.sequential import SPRTResult, calibrate_kappa, fixed_sample_size, sprt
 
 __all__ = [
     "MODEL_OPERATORS",

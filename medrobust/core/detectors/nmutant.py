@@ -21,7 +21,8 @@ input) change their label far more often than a normal input's. The *label chang
   (500), after which the input counts as normal (undecided). Each decision reports the number of
   mutants it used.
 
-Mutants are regenerated from their seeds on a private copy of the model, so the caller's model
+The SPRT itself lives in :mod:`medrobust.core.detectors.sequential`. Mutants are regenerated from
+their seeds on a private copy of the model, so the caller's model
 is never changed; all randomness comes from local generators.
 """
 
@@ -30,16 +31,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from scipy.stats import binom, norm
 from torch import nn
 
 from medrobust.core.attacks.base import Bounds, as_bounds, check_input
+from medrobust.core.detectors.sequential import KAPPA_FLOOR, SPRTResult, calibrate_kappa, hypotheses, sprt
 from medrobust.core.metrics._utils import eval_mode, predicted_labels
 
 __all__ = [
@@ -48,10 +47,6 @@ __all__ = [
     "mutate_",
     "ModelMutants",
     "InputMutants",
-    "SPRTResult",
-    "sprt",
-    "fixed_sample_size",
-    "calibrate_kappa",
     "label_change_rate",
     "NMutantDetector",
 ]
@@ -280,147 +275,6 @@ class InputMutants:
 Mutants = ModelMutants | InputMutants
 
 
-@dataclass
-class SPRTResult:
-    """Per-input SPRT decisions.
-
-    Attributes:
-        adversarial: ``(B,)`` bool, the test accepted "adversarial" (``LCR >= p1``).
-        decided: ``(B,)`` bool, the test stopped before the budget (undecided inputs count as normal).
-        n_used: ``(B,)`` mutants used for each decision.
-        changes: ``(B,)`` label changes among them.
-        log_ratio: ``(B,)`` final log-likelihood ratio.
-    """
-
-    adversarial: torch.Tensor
-    decided: torch.Tensor
-    n_used: torch.Tensor
-    changes: torch.Tensor
-    log_ratio: torch.Tensor
-
-    @property
-    def lcr(self) -> torch.Tensor:
-        """Label change rate among the mutants used ``(B,)``."""
-        return self.changes.double() / self.n_used.clamp_min(1).double()
-
-
-_KAPPA_FLOOR = 1e-3  # a kappa of 0 (normal inputs never change label) would make p0 = p1 = 0
-
-
-def _hypotheses(kappa: float, indifference: float) -> tuple[float, float]:
-    k = max(float(kappa), _KAPPA_FLOOR)
-    p0, p1 = k * (1 - indifference), min(k * (1 + indifference), 1 - 1e-6)
-    if not 0 < p0 < p1 < 1:
-        raise ValueError(f"kappa={kappa} with indifference={indifference} leaves no room between p0 and p1 in (0, 1).")
-    return p0, p1
-
-
-def sprt(
-    changes: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor],
-    batch: int,
-    *,
-    p0: float,
-    p1: float,
-    alpha: float = 0.05,
-    beta: float = 0.05,
-    max_n: int = 500,
-) -> SPRTResult:
-    """Wald's sequential probability ratio test of ``H0: p = p0`` (normal) vs ``H1: p = p1`` (adversarial).
-
-    Args:
-        changes: a bool tensor ``(max_n, B)`` (observation ``k`` of each stream) or a callable
-            ``(k, idx) -> (len(idx),) bool`` giving observation ``k`` for the still-undecided streams ``idx``.
-        batch: number of streams ``B``.
-        p0, p1: change probabilities under H0 and H1, ``0 < p0 < p1 < 1``.
-        alpha: bound on Pr(accept H1 | H0) (false positives); beta: on Pr(accept H0 | H1).
-        max_n: budget; undecided streams count as H0.
-
-    Example:
-        >>> z = torch.ones(50, 3, dtype=torch.bool)
-        >>> r = sprt(z, 3, p0=0.1, p1=0.3)
-        >>> bool(r.adversarial.all()), int(r.n_used[0])
-        (True, 3)
-    """
-    if not 0 < p0 < p1 < 1:
-        raise ValueError(f"need 0 < p0 < p1 < 1, got p0={p0}, p1={p1}.")
-    if not 0 < alpha < 1 or not 0 < beta < 1 or alpha + beta >= 1:
-        raise ValueError(f"alpha, beta must be in (0, 1) with alpha + beta < 1, got {alpha}, {beta}.")
-    if isinstance(changes, torch.Tensor):
-        if changes.ndim != 2 or changes.shape[1] != batch:
-            raise ValueError(f"changes must be (max_n, {batch}), got {tuple(changes.shape)}.")
-        table = changes.bool().cpu()
-        max_n = min(max_n, table.shape[0])
-
-        def fetch(k: int, idx: torch.Tensor) -> torch.Tensor:
-            return table[k, idx]
-
-    else:
-        fetch = changes
-    up, down = math.log((1 - beta) / alpha), math.log(beta / (1 - alpha))
-    a_step, b_step = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
-    z = torch.zeros(batch, dtype=torch.long)
-    n = torch.zeros(batch, dtype=torch.long)
-    adv = torch.zeros(batch, dtype=torch.bool)
-    decided = torch.zeros(batch, dtype=torch.bool)
-    llr = torch.zeros(batch, dtype=torch.float64)
-    for k in range(max_n):
-        idx = (~decided).nonzero()[:, 0]
-        if not idx.numel():
-            break
-        c = fetch(k, idx).reshape(-1).bool().cpu()
-        z[idx] += c.long()
-        n[idx] += 1
-        llr[idx] = z[idx].double() * a_step + (n[idx] - z[idx]).double() * b_step
-        hi, lo = llr[idx] >= up, llr[idx] <= down
-        adv[idx[hi]] = True
-        decided[idx[hi | lo]] = True
-    return SPRTResult(adv, decided, n, z, llr)
-
-
-def fixed_sample_size(p0: float, p1: float, alpha: float = 0.05, beta: float = 0.05, *, max_n: int = 10**6) -> tuple[int, int]:
-    """Smallest fixed-sample binomial test with the SPRT's error bounds: ``(n, c)`` such that
-    "adversarial iff at least ``c`` changes in ``n``" has ``Pr(>= c | p0) <= alpha`` and
-    ``Pr(< c | p1) <= beta`` (exact binomial; ``n`` found by bisection).
-
-    Example:
-        >>> fixed_sample_size(0.1, 0.3)
-        (45, 9)
-    """
-    if not 0 < p0 < p1 < 1:
-        raise ValueError(f"need 0 < p0 < p1 < 1, got p0={p0}, p1={p1}.")
-
-    def ok(n: int) -> int | None:
-        c = int(binom.isf(alpha, n, p0)) + 1  # smallest c with Pr(X >= c | p0) <= alpha
-        while c > 0 and binom.sf(c - 2, n, p0) <= alpha:
-            c -= 1
-        while binom.sf(c - 1, n, p0) > alpha:
-            c += 1
-        return c if binom.cdf(c - 1, n, p1) <= beta else None
-
-    hi = 1
-    while ok(hi) is None:
-        hi *= 2
-        if hi > max_n:
-            raise ValueError(f"no fixed-sample test up to n={max_n} for p0={p0}, p1={p1}.")
-    lo = hi // 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid) is None:
-            lo = mid
-        else:
-            hi = mid
-    return hi, int(ok(hi))  # type: ignore[arg-type]
-
-
-def calibrate_kappa(lcr_normal: torch.Tensor, confidence: float = 0.99) -> float:
-    """Threshold ``kappa`` = mean LCR of normal inputs + the half-width of its ``confidence`` CI."""
-    v = torch.as_tensor(lcr_normal, dtype=torch.float64).reshape(-1)
-    if v.numel() < 2:
-        raise ValueError(f"need at least 2 normal inputs to calibrate kappa, got {v.numel()}.")
-    z = float(norm.ppf(0.5 + confidence / 2))
-    return float(v.mean() + z * v.std() / math.sqrt(v.numel()))
-
-
 def label_change_rate(model: Callable[[torch.Tensor], Any], mutants: Mutants, x: torch.Tensor, n: int) -> torch.Tensor:
     """LCR ``(B,)`` of ``x`` over the first ``n`` mutants (labels compared with ``model``'s)."""
     check_input(x)
@@ -494,9 +348,9 @@ class NMutantDetector:
     def fit(self, x_normal: torch.Tensor, *, n_mutants: int | None = None, confidence: float = 0.99) -> float:
         """Calibrate ``kappa`` on normal inputs ``(B, C, *spatial)``; returns it."""
         self.kappa = calibrate_kappa(self.lcr(x_normal, n_mutants), confidence)
-        if self.kappa < _KAPPA_FLOOR:
+        if self.kappa < KAPPA_FLOOR:
             logger.warning("nmutant: normal inputs almost never change label (kappa=%.2g); the SPRT uses kappa=%g.",
-                           self.kappa, _KAPPA_FLOOR)  # fmt: skip
+                           self.kappa, KAPPA_FLOOR)  # fmt: skip
         return self.kappa
 
     @property
@@ -504,7 +358,7 @@ class NMutantDetector:
         """``(p0, p1)`` of the SPRT."""
         if self.kappa is None:
             raise RuntimeError("call fit(x_normal) (or set .kappa) before detecting.")
-        return _hypotheses(self.kappa, self.indifference)
+        return hypotheses(self.kappa, self.indifference)
 
     def detect(self, x: torch.Tensor) -> SPRTResult:
         """SPRT decision per input of ``x`` ``(B, C, *spatial)``, with the number of mutants used."""

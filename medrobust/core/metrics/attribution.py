@@ -194,6 +194,10 @@ def fisher_sensitivity(
     A batched, eval-mode wrapper of :func:`medrobust.core.metrics.fisher.image_fisher_information`
     and :func:`~medrobust.core.metrics.fisher.pixel_fisher_information` (Shu & Zhu, AAAI 2019):
     ``target`` is the true class on training data, ``None`` (predicted class) otherwise.
+
+    With two classes the Fisher metric has rank one and the per-pixel map is the constant
+    ``(1 - p_y) / p_y`` (the image score) wherever the gradient is non-zero: it is a saliency
+    map only for ``K >= 3`` classes.
     """
     from medrobust.core.metrics.fisher import image_fisher_information, pixel_fisher_information
 

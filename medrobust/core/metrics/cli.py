@@ -206,7 +206,10 @@ def _fisher(c: _Ctx) -> None:
     from medrobust.core.metrics.attribution import fisher_sensitivity
 
     score, fmap = fisher_sensitivity(c.net, c.x, c.y)
-    c.maps["Fisher"] = fmap
+    if fmap.flatten(1).std(dim=1).max() > 1e-6 * float(fmap.abs().max()):
+        c.maps["Fisher"] = fmap
+    else:  # two classes: FI_j = (1 - p_y) / p_y at every pixel with a gradient, so the map carries no saliency
+        logger.info("per-pixel Fisher maps are constant (a two-class model); not plotted")
     c.per_sample["fisher_information"] = score.numpy()
     c.add("fisher_information_mean", float(score.mean()))
 

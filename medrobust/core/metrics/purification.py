@@ -45,28 +45,33 @@ class PurificationResult:
         beta: least-squares coefficients ``(O,)``.
         residual_ratio: ``||v_i|| / ||w_i||`` ``(O,)``.
         cosine: cosine similarity of ``w_i`` and ``w'_i`` ``(O,)`` (``residual_ratio = sqrt(1 - cos^2)``).
+        relative_change: ``||w_i - w'_i|| / ||w_i||`` ``(O,)``: how far the filter moved at all (a small
+            residual ratio means little when this is small too).
         cos_init_clean, cos_init_robust: cosine with the initial filter ``(O,)``, or ``None``.
     """
 
     beta: torch.Tensor
     residual_ratio: torch.Tensor
     cosine: torch.Tensor
+    relative_change: torch.Tensor
     cos_init_clean: torch.Tensor | None = None
     cos_init_robust: torch.Tensor | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """One row per filter."""
         d = {"filter": np.arange(self.beta.numel()), "beta": self.beta.numpy(),
-             "residual_ratio": self.residual_ratio.numpy(), "cosine": self.cosine.numpy()}  # fmt: skip
+             "residual_ratio": self.residual_ratio.numpy(), "cosine": self.cosine.numpy(),
+             "relative_change": self.relative_change.numpy()}  # fmt: skip
         if self.cos_init_clean is not None and self.cos_init_robust is not None:
             d["cos_init_clean"] = self.cos_init_clean.numpy()
             d["cos_init_robust"] = self.cos_init_robust.numpy()
         return pd.DataFrame(d)
 
     def summary(self) -> dict[str, float]:
-        """Mean/median of the residual ratio and mean |cosine| with the initialisation."""
+        """Mean/median of the residual ratio, mean relative change, mean |cosine| with the initialisation."""
         out = {"residual_ratio_mean": float(self.residual_ratio.mean()),
-               "residual_ratio_median": float(self.residual_ratio.median())}  # fmt: skip
+               "residual_ratio_median": float(self.residual_ratio.median()),
+               "relative_change_mean": float(self.relative_change.mean())}  # fmt: skip
         if self.cos_init_clean is not None and self.cos_init_robust is not None:
             out["abs_cos_init_clean_mean"] = float(self.cos_init_clean.abs().mean())
             out["abs_cos_init_robust_mean"] = float(self.cos_init_robust.abs().mean())
@@ -107,8 +112,9 @@ def purification_decomposition(
         raise ValueError(f"clean and robust filters differ in shape: {tuple(w.shape)} vs {tuple(wp.shape)}.")
     beta = (w * wp).sum(1) / (wp * wp).sum(1).clamp_min(1e-300)
     v = w - beta[:, None] * wp
-    ratio = v.norm(dim=1) / w.norm(dim=1).clamp_min(1e-300)
-    res = PurificationResult(beta=beta.float(), residual_ratio=ratio.float(), cosine=_cos(w, wp).float())
+    wn = w.norm(dim=1).clamp_min(1e-300)
+    res = PurificationResult(beta=beta.float(), residual_ratio=(v.norm(dim=1) / wn).float(), cosine=_cos(w, wp).float(),
+                             relative_change=((w - wp).norm(dim=1) / wn).float())  # fmt: skip
     if init is not None:
         w0 = _weights(init, "init")
         if w0.shape != w.shape:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
-from medrobust.core.defenses import PGDAdversarialTraining, TRADES
+from medrobust.core.defenses import ADTEXP, TRADES, PGDAdversarialTraining, build_defense
 
 SMALL = {"spatial_size": [16, 16], "batch_size": 8, "learning_rate": 0.01}
 
@@ -76,7 +76,8 @@ def test_train_evaluate_infer_2d(run_workflow, synthetic_npz, tmp_path):
     assert sum((p > 0.5) == (i % 2 == 0) for i, p in enumerate(probs)) >= 20
 
 
-@pytest.mark.parametrize("defense, cls, opts", [("trades", TRADES, {"beta": 3.0}), ("pgd-at", PGDAdversarialTraining, {})])
+@pytest.mark.parametrize("defense, cls, opts", [("trades", TRADES, {"beta": 3.0}), ("pgd-at", PGDAdversarialTraining, {}),
+                                               ("adt-exp", ADTEXP, {"lam": 0.05})])
 def test_defense_selected_in_train_config(run_workflow, synthetic_npz, tmp_path, defense, cls, opts):
     wf = run_workflow(["train.json"], epochs=2, dataset_dir=str(synthetic_npz), ckpt_dir=str(tmp_path), defense=defense,
                       attack_steps=2, **opts, **SMALL)
@@ -84,6 +85,8 @@ def test_defense_selected_in_train_config(run_workflow, synthetic_npz, tmp_path,
     assert isinstance(step, cls) and step.steps == 2 and step.eps == pytest.approx(2 / 255)
     if defense == "trades":
         assert step.beta == 3.0
+    if defense == "adt-exp":
+        assert step.lam == 0.05
     assert "val_robust_accuracy_eps2" in wf.parser.get_parsed_content("validate::evaluator").state.metrics
     assert (tmp_path / "model.pt").is_file()
 
@@ -95,3 +98,14 @@ def test_train_evaluate_3d(run_workflow, synthetic_npz_3d, tmp_path):
     run_workflow(["train.json", "evaluate.json"], eval_eps="$[2 / 255]", eval_steps=2, **common)
     m = _metrics(tmp_path / "metrics.csv")
     assert {"auc", "accuracy", "robust_accuracy_eps2"} <= set(m) and all(0.0 <= v <= 1.0 for v in m.values())
+
+
+def test_method_defaults_apply_when_attack_steps_unset(bundle_root):
+    parser = ConfigParser()
+    parser.read_config(str(bundle_root / "configs" / "train.json"))
+    parser.update({"defense": "adt-exp"})
+    assert parser.get_parsed_content("defense_step").steps == 7, "ADT-EXP's 7 inner steps (METHODS.md)"
+    parser.update({"defense": "trades"})
+    parser.parse(reset=True)
+    assert parser.get_parsed_content("defense_step").steps == 10
+    assert build_defense("none", eps=0.1) is None

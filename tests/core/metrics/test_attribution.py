@@ -107,6 +107,12 @@ def test_fisher_sensitivity_wraps_the_one_implementation(model2d, data2d):
     score, fmap = fisher_sensitivity(model2d, x, y, batch_size=2)
     assert torch.allclose(score, image_fisher_information(model2d, x, y), rtol=1e-5, atol=1e-8)
     assert fmap.shape == x.shape and bool((fmap >= 0).all())
+    # two classes: rank-one Fisher metric, so every pixel (with a gradient) carries (1 - p_y) / p_y
+    with torch.no_grad():
+        p = torch.softmax(model2d(x), 1).gather(1, y[:, None])[:, 0]
+    nz = fmap.flatten(1) > 0
+    ratio = ((1 - p) / p)[:, None].expand_as(nz)
+    assert torch.allclose(fmap.flatten(1)[nz], ratio[nz], rtol=1e-3)
 
 
 def test_bad_inputs(model2d, data2d):

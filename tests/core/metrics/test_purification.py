@@ -14,6 +14,7 @@ def test_known_decompositions():
     w = torch.randn(6, 2, 3, 3, generator=g)
     r = purification_decomposition(2.5 * w, w)
     assert torch.allclose(r.beta, torch.full((6,), 2.5)) and float(r.residual_ratio.max()) < 1e-6
+    assert torch.allclose(r.relative_change, torch.full((6,), 0.6))  # ||2.5w - w|| / ||2.5w||
     # an orthogonal clean filter: beta 0, residual ratio 1
     a = torch.zeros(1, 1, 2, 2)
     a[0, 0, 0, 0] = 1.0
