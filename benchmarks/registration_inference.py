@@ -1,6 +1,7 @@
 """Inference time per MR-TRUS pair of the mrus_registration network on this CPU.
 
-Times the bundle's LocalNet (weights from the comparison run when present) on the 3 mm grid:
+Times the bundle's network (``network_def`` of ``configs/train.json``; weights from the comparison
+run when present) on the 3 mm grid:
 one forward of ``cat([moving, fixed])`` plus warping the moving labels, batch 1, after a warm-up;
 best and median of repeats, as process CPU time (one intra-op thread: CPU time = compute time,
 far steadier than wall time on a shared box) and wall time.
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import torch
 from monai.networks.blocks import Warp
-from monai.networks.nets import LocalNet
 
 from medrobust.registration.engine import register
 
@@ -28,10 +28,14 @@ __all__ = ["build_network", "time_inference"]
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mrus_registration"
 
 
-def build_network(weights: Path | None = None, num_channel_initial: int = 8) -> torch.nn.Module:
-    """The bundle's network (``network_def`` of ``configs/train.json``), optionally with weights."""
-    net = LocalNet(spatial_dims=3, in_channels=2, out_channels=3, num_channel_initial=num_channel_initial,
-                   extract_levels=(0, 1, 2, 3))
+def build_network(weights: Path | None = None, **overrides) -> torch.nn.Module:
+    """The bundle's network (``network_def`` of ``configs/train.json`` with ``overrides``), optionally with weights."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    net = parser.get_parsed_content("network_def")
     if weights is not None:
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return net.eval()

@@ -4,7 +4,10 @@ The discriminator ``D`` (MONAI ``PatchDiscriminator``) learns to tell DDFs predi
 registration network ("fake") from DDFs produced by finite-element simulations ("real"); the
 registration network adds ``D``'s generator loss in place of a smoothness penalty. Options:
 least-squares or BCE GAN loss (MONAI ``PatchAdversarialLoss``), a gradient penalty on
-interpolates, conditioning on the fixed image (D sees ``[ddf, fixed]``), and a D/G update ratio.
+interpolates, conditioning on the fixed image (D sees ``[ddf, fixed]``), a D/G update ratio, and
+removing each DDF's least-squares affine part before D sees it (``remove_affine``): when a global
+affine stage absorbs the patient-to-patient offset, D should judge only the local deformation,
+which is what the FE simulations model.
 
 Real samples are drawn per case when possible: the FE bank holds simulations built from each
 training patient's gland, so the conditioning image and the real DDF belong to the same patient.
@@ -26,7 +29,25 @@ import torch
 from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 
-__all__ = ["DDFDiscriminator", "AdversarialRegulariser"]
+__all__ = ["affine_residual", "DDFDiscriminator", "AdversarialRegulariser"]
+
+
+def affine_residual(ddf: torch.Tensor) -> torch.Tensor:
+    """``ddf`` minus its least-squares affine fit ``u(x) ~ M [x; 1]`` over the grid (differentiable).
+
+    Args:
+        ddf: ``(B, N, *spatial)``.
+
+    Returns:
+        ``(B, N, *spatial)``; zero for an affine field.
+    """
+    n, spatial = ddf.shape[1], ddf.shape[2:]
+    axes = [torch.linspace(-1.0, 1.0, s, dtype=ddf.dtype, device=ddf.device) for s in spatial]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(n, -1)
+    design = torch.cat([coords, torch.ones_like(coords[:1])]).T  # (V, N + 1), centred so it is well conditioned
+    flat = ddf.reshape(ddf.shape[0], n, -1)  # (B, N, V)
+    coef = flat @ design @ torch.linalg.inv(design.T @ design)  # (B, N, N + 1)
+    return (flat - coef @ design.T).reshape(ddf.shape)
 
 
 class DDFDiscriminator(torch.nn.Module):
@@ -76,6 +97,7 @@ class AdversarialRegulariser:
         d_steps: D updates per D round.
         d_every: one D round every ``d_every`` registration steps (D/G ratio = ``d_steps / d_every``).
         gradient_penalty: weight of ``(||grad D(x_hat)|| - 1)^2`` on real/fake interpolates (0: off).
+        remove_affine: D sees real and predicted DDFs minus their least-squares affine part.
         seed: seeds the generator that draws real samples and interpolation weights.
         device: where D lives.
     """
@@ -93,6 +115,7 @@ class AdversarialRegulariser:
         d_steps: int = 1,
         d_every: int = 1,
         gradient_penalty: float = 0.0,
+        remove_affine: bool = False,
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -111,6 +134,7 @@ class AdversarialRegulariser:
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.loss = PatchAdversarialLoss(criterion=criterion, no_activation_leastsq=True)
         self.d_steps, self.d_every, self.gradient_penalty = d_steps, d_every, gradient_penalty
+        self.remove_affine = bool(remove_affine)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def _randint(self, high: int) -> int:
@@ -125,6 +149,9 @@ class AdversarialRegulariser:
             out.append(sims[self._randint(sims.shape[0])])
         return torch.stack(out)
 
+    def _prepare(self, ddf: torch.Tensor) -> torch.Tensor:
+        return affine_residual(ddf) if self.remove_affine else ddf
+
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
         w = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), generator=self.generator).to(real)
         x_hat = (w * real + (1 - w) * fake).requires_grad_(True)
@@ -133,12 +160,12 @@ class AdversarialRegulariser:
 
     def discriminator_step(self, fake_ddf: torch.Tensor, fixed_image: torch.Tensor | None, case_ids: Sequence[str] | None) -> float:
         """``d_steps`` updates of D on real FE DDFs vs ``fake_ddf`` (detached); returns the last D loss."""
-        fake = fake_ddf.detach()
+        fake = self._prepare(fake_ddf.detach())
         image = None if fixed_image is None else fixed_image.detach()
         self.discriminator.train()
         value = 0.0
         for _ in range(self.d_steps):
-            real = self.sample_real(case_ids, fake.shape[0])
+            real = self._prepare(self.sample_real(case_ids, fake.shape[0]))
             loss = 0.5 * (
                 self.loss(self.discriminator(real, image), target_is_real=True, for_discriminator=True)
                 + self.loss(self.discriminator(fake, image), target_is_real=False, for_discriminator=True)
@@ -156,7 +183,7 @@ class AdversarialRegulariser:
         for p in self.discriminator.parameters():
             p.requires_grad_(False)
         try:
-            logits = self.discriminator(ddf, None if fixed_image is None else fixed_image.detach())
+            logits = self.discriminator(self._prepare(ddf), None if fixed_image is None else fixed_image.detach())
             return self.loss(logits, target_is_real=True, for_discriminator=False)
         finally:
             for p in self.discriminator.parameters():

@@ -8,7 +8,7 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.networks.nets import LocalNet
 
-from medrobust.registration.adversarial import AdversarialRegulariser, DDFDiscriminator
+from medrobust.registration.adversarial import AdversarialRegulariser, DDFDiscriminator, affine_residual
 from medrobust.registration.engine import LossCSVLogger, RegistrationIteration
 from medrobust.registration.losses import label_loss, smoothness_loss
 from medrobust.registration.transforms import RandLabelChanneld
@@ -86,6 +86,30 @@ def test_adversary_learns_to_separate_fe_from_zero_ddfs():
         real_score = adv.discriminator(adv.sample_real(["a", "a"], 2)).mean()
         fake_score = adv.discriminator(fake).mean()
     assert float(real_score) > float(fake_score) + 0.3
+
+
+def test_affine_residual_removes_exactly_the_affine_part():
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float64) for s in (10, 12, 8)], indexing="ij"))
+    affine = (torch.einsum("ij,j...->i...", 0.1 * torch.randn(3, 3, generator=gen, dtype=torch.float64), grid)
+              + torch.tensor([3.0, -2.0, 5.0], dtype=torch.float64).reshape(3, 1, 1, 1))[None]
+    local = torch.zeros_like(affine)
+    local[:, 0, 3:6, 4:8, 2:5] = 1.5  # a bump is not affine
+    assert float(affine_residual(affine).abs().max()) < 1e-9
+    res = affine_residual(affine + local)
+    torch.testing.assert_close(res, affine_residual(local))  # linear, and blind to the affine part
+    assert float(res.abs().max()) > 0.5
+
+
+def test_adversary_with_remove_affine_ignores_translations():
+    adv = _adversary(remove_affine=True, lr=1e-3)
+    shifted = torch.full((2, 3, 16, 16, 16), 4.0, requires_grad=True)  # a pure translation
+    adv.discriminator_step(shifted, None, ["a", "b"])
+    loss = adv.generator_loss(shifted, None)
+    loss.backward()
+    torch.testing.assert_close(loss, adv.generator_loss(torch.zeros(2, 3, 16, 16, 16), None))  # blind to the offset
+    grad = shifted.grad
+    assert float((grad - affine_residual(grad)).abs().max()) < 1e-5  # and never pushes on the affine part
 
 
 @pytest.mark.parametrize("kw,match", [({"criterion": "hinge"}, "criterion"), ({"d_steps": 0}, "d_steps"),

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from monai.networks.blocks import Warp
+
+from medrobust.registration.networks import GlobalLocalNet, compose_affine_ddf
+
+S = (12, 14, 10)
+
+
+def _grid() -> torch.Tensor:
+    return torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float64) for s in S], indexing="ij"))
+
+
+def _affine_ddf(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    grid = _grid()
+    return (torch.einsum("ij,j...->i...", a, grid) + t.reshape(3, 1, 1, 1) - grid)[None]
+
+
+def test_compose_matches_sequential_warp_on_a_linear_image():
+    # a linear image is interpolated exactly, so warping twice must equal one warp with the composed DDF
+    gen = torch.Generator().manual_seed(0)
+    a = torch.eye(3, dtype=torch.float64) + 0.05 * torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    g = _affine_ddf(a, torch.tensor([0.7, -0.4, 0.3], dtype=torch.float64))
+    l = 0.5 * torch.nn.functional.avg_pool3d(torch.randn(1, 3, *S, generator=gen, dtype=torch.float64), 5, 1, 2)
+    image = (torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64).reshape(3, 1, 1, 1) * _grid()).sum(0)[None, None] + 1.0
+    warp = Warp(mode="bilinear", padding_mode="border")
+    twice = warp(warp(image, g), l)
+    once = warp(image, compose_affine_ddf(g, l))
+    inner = (..., slice(3, -3), slice(3, -3), slice(3, -3))  # away from the border clamping
+    torch.testing.assert_close(once[inner], twice[inner], atol=1e-9, rtol=0)
+
+
+def test_compose_with_zero_local_is_the_affine_and_with_identity_affine_is_the_local():
+    g = _affine_ddf(torch.eye(3, dtype=torch.float64) * 1.1, torch.zeros(3, dtype=torch.float64))
+    l = torch.randn(1, 3, *S, dtype=torch.float64)
+    torch.testing.assert_close(compose_affine_ddf(g, torch.zeros_like(l)), g)
+    torch.testing.assert_close(compose_affine_ddf(torch.zeros_like(g), l), l)
+    with pytest.raises(ValueError, match="same shape"):
+        compose_affine_ddf(g, l[..., :-1])
+
+
+def test_global_local_net_starts_at_identity_and_keeps_the_localnet_interface():
+    torch.manual_seed(0)
+    net = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, extract_levels=(0, 1, 2))
+    x = torch.rand(2, 2, 16, 16, 16)
+    assert net.global_net(x).abs().max() < 1e-6  # MONAI's affine head starts at the identity
+    out = net(x)
+    assert out.shape == (2, 3, 16, 16, 16)
+    out.square().mean().backward()
+    for stage in (net.global_net, net.local_net):  # both stages are trained through the composed DDF
+        assert sum(float(p.grad.abs().sum()) for p in stage.parameters() if p.grad is not None) > 0
+
+
+def test_global_local_net_variants_and_errors():
+    local_only = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, extract_levels=(0, 1, 2), global_stage=False)
+    assert local_only.global_net is None and local_only(torch.rand(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    affine_only = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, local=False)
+    assert affine_only.local_net is None and affine_only(torch.rand(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    with pytest.raises(ValueError, match="at least one"):
+        GlobalLocalNet(image_size=(16, 16, 16), global_stage=False, local=False)
+    with pytest.raises(ValueError, match="expected"):
+        affine_only(torch.rand(1, 2, 8, 16, 16))
