@@ -104,7 +104,8 @@ def _rows(items, ddf_fn) -> list[dict]:
         ddf = ddf_fn(it)
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         row = {"case_id": it["case_id"], **case_metrics(ddf[None], warp(it["moving_label"][None], ddf[None]),
-                                                       it["fixed_label"][None], it["affine"])}
+                                                       it["fixed_label"][None], it["affine"],
+                                                       moving_label=it["moving_label"][None])}
         row.update(cpu_s=cpu, wall_s=wall)
         rows.append(row)
     return rows

@@ -228,6 +228,7 @@ def load_pair(
     size: Sequence[int] | None = None,
     alignment: str = "centre",
     size_divisible: int = 8,
+    moving_mask: bool = False,
 ) -> dict[str, Any]:
     """Load one pair onto the common grid.
 
@@ -239,14 +240,17 @@ def load_pair(
             volume so the two fields of view share their centre (for data whose headers do not put
             the two scans in one scanner frame, such as the DeepReg MR-TRUS demo).
         size_divisible: see :func:`target_grid`.
+        moving_mask: also return ``"moving_mask"`` ``(1, *S)``, channel 0 (the gland) of the moving
+            label, as a network input (needs the moving label file even at inference).
 
     Returns:
         ``{"moving_image": (1, *S), "fixed_image": (1, *S)`` (min-max scaled to [0, 1]),
         ``"moving_label": (C, *S), "fixed_label": (C, *S)`` (soft, linearly resampled),
-        ``"affine": (N+1, N+1) float64, "case_id": str}``.
+        ``"affine": (N+1, N+1) float64, "case_id": str}`` and ``"moving_mask"`` if asked for.
 
     Raises:
-        ValueError: unknown alignment, or moving/fixed labels with different channel counts.
+        ValueError: unknown alignment, moving/fixed labels with different channel counts, or
+            ``moving_mask`` without a moving label file.
     """
     if alignment not in ("centre", "header"):
         raise ValueError(f"alignment must be 'centre' or 'header', got {alignment!r}.")
@@ -275,6 +279,17 @@ def load_pair(
             ml_aff = new_aff if np.allclose(ml_aff, mov_aff) else centre_alignment(ml_aff, ml.shape[1:], fix_aff, fix.shape[1:])
         item["moving_label"] = resample_to_grid(ml, ml_aff, grid).clamp(0, 1)
         item["fixed_label"] = resample_to_grid(fl, fl_aff, grid).clamp(0, 1)
+    if moving_mask:
+        if case.moving_label is None:
+            raise ValueError(f"case {case.case_id!r}: moving_mask=True needs the moving label file (the moving gland "
+                             f"segmentation is a network input), none found next to {case.moving_image}.")
+        if "moving_label" in item:
+            item["moving_mask"] = item["moving_label"][:1].clone()
+        else:  # inference without a fixed label: only the moving one is read
+            ml, ml_aff = read_volume(case.moving_label)
+            if alignment == "centre":
+                ml_aff = new_aff if np.allclose(ml_aff, mov_aff) else centre_alignment(ml_aff, ml.shape[1:], fix_aff, fix.shape[1:])
+            item["moving_mask"] = resample_to_grid(ml[:1], ml_aff, grid).clamp(0, 1)
     return item
 
 
@@ -287,10 +302,11 @@ def load_paired_dataset(
     size: Sequence[int] | None = None,
     alignment: str = "centre",
     require_labels: bool = True,
+    moving_mask: bool = False,
 ) -> list[dict[str, Any]]:
     """Load the pairs under ``root`` (optionally only ``ids``) as a list of dicts for ``monai.data.Dataset``.
 
-    ``require_labels=False`` (inference) accepts pairs without label files.
+    ``require_labels=False`` (inference) accepts pairs without label files; ``moving_mask`` see :func:`load_pair`.
 
     Raises:
         ValueError: an id in ``ids`` is not in the dataset (the missing ids are named).
@@ -302,7 +318,7 @@ def load_paired_dataset(
         if missing:
             raise ValueError(f"{root}: case ids not found: {missing}.")
         cases = [by_id[i] for i in ids]
-    out = [load_pair(c, spacing=spacing, size=size, alignment=alignment) for c in cases]
+    out = [load_pair(c, spacing=spacing, size=size, alignment=alignment, moving_mask=moving_mask) for c in cases]
     logger.info("loaded %d pairs from %s on a %s grid", len(out), root, tuple(out[0]["fixed_image"].shape[1:]) if out else None)
     return out
 

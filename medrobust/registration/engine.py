@@ -6,8 +6,10 @@ trainer, its handlers (checkpoints, stats, validation) and the bundle config are
 :class:`RegistrationEvalIteration` is the ``iteration_update`` of a ``SupervisedEvaluator``.
 
 Batches are dicts with ``moving_image``, ``fixed_image`` ``(B, 1, *spatial)``, ``moving_label``,
-``fixed_label`` ``(B, C, *spatial)``, and optionally ``case_id`` and ``affine``; the network maps
-``cat([moving, fixed])`` ``(B, 2, *spatial)`` to a voxel-unit DDF ``(B, N, *spatial)``.
+``fixed_label`` ``(B, C, *spatial)``, and optionally ``case_id``, ``affine`` and ``moving_mask``; the
+network maps ``cat([moving, fixed])`` ``(B, 2, *spatial)`` to a voxel-unit DDF ``(B, N, *spatial)``.
+``moving_keys`` chooses what "moving" is: ``("moving_image",)`` (the paper), or ``("moving_image",
+"moving_mask")`` to give the network the moving gland segmentation as a second moving channel.
 
 Example (config):
     "trainer": {"_target_": "SupervisedTrainer", ..., "iteration_update":
@@ -31,6 +33,7 @@ from medrobust.registration.losses import REGULARISERS, smoothness_loss
 
 __all__ = [
     "BATCH_KEYS",
+    "moving_input",
     "register",
     "RegistrationIteration",
     "RegistrationEvalIteration",
@@ -45,6 +48,11 @@ def _get(batch: dict, key: str, device: torch.device) -> torch.Tensor:
     if key not in batch:
         raise ValueError(f"batch has no {key!r} (keys: {sorted(batch)}); expected {BATCH_KEYS}.")
     return torch.as_tensor(batch[key]).to(device=device, dtype=torch.float32)
+
+
+def moving_input(batch: dict, keys: tuple[str, ...] | list[str], device: torch.device) -> torch.Tensor:
+    """The network's moving channels: ``batch[k]`` for ``k`` in ``keys``, concatenated -> ``(B, len(keys), *spatial)``."""
+    return torch.cat([_get(batch, k, device) for k in keys], dim=1)
 
 
 def register(network: torch.nn.Module, moving_image: torch.Tensor, fixed_image: torch.Tensor, inferer=None) -> torch.Tensor:
@@ -62,6 +70,7 @@ class RegistrationIteration:
         weight: weight of the regulariser term.
         adversary: the :class:`AdversarialRegulariser` (required for ``"adversarial"``, ignored otherwise).
         warp_mode: interpolation of the moving label (``"bilinear"``).
+        moving_keys: batch keys concatenated as the network's moving input.
     """
 
     def __init__(
@@ -72,6 +81,7 @@ class RegistrationIteration:
         weight: float = 0.0,
         adversary: AdversarialRegulariser | None = None,
         warp_mode: str = "bilinear",
+        moving_keys: tuple[str, ...] | list[str] = ("moving_image",),
     ) -> None:
         if regulariser not in REGULARISERS:
             raise ValueError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}.")
@@ -85,10 +95,12 @@ class RegistrationIteration:
         self.smooth = smoothness_loss(regulariser) if regulariser != "adversarial" else None
         self.adversary = adversary if regulariser == "adversarial" else None
         self.warp = Warp(mode=warp_mode, padding_mode="zeros")
+        self.moving_keys = tuple(moving_keys)
 
     def __call__(self, engine: Any, batchdata: dict) -> dict:
         device = engine.state.device
-        moving, fixed, ml, fl = (_get(batchdata, k, device) for k in BATCH_KEYS)
+        fixed, ml, fl = (_get(batchdata, k, device) for k in BATCH_KEYS[1:])
+        moving = moving_input(batchdata, self.moving_keys, device)
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         ddf = register(engine.network, moving, fixed, getattr(engine, "inferer", None))
@@ -124,8 +136,9 @@ class RegistrationEvalIteration:
     ``moving_label``, ``fixed_image``, ``affine``, ``case_id``, ``seconds`` (network + warp time).
     """
 
-    def __init__(self, warp_mode: str = "bilinear") -> None:
+    def __init__(self, warp_mode: str = "bilinear", moving_keys: tuple[str, ...] | list[str] = ("moving_image",)) -> None:
         self.warp = Warp(mode=warp_mode, padding_mode="zeros")
+        self.moving_keys = tuple(moving_keys)
 
     @torch.no_grad()
     def __call__(self, engine: Any, batchdata: dict) -> dict:
@@ -133,7 +146,7 @@ class RegistrationEvalIteration:
         moving, fixed = _get(batchdata, "moving_image", device), _get(batchdata, "fixed_image", device)
         engine.network.eval()
         start = time.perf_counter()
-        ddf = register(engine.network, moving, fixed, getattr(engine, "inferer", None))
+        ddf = register(engine.network, moving_input(batchdata, self.moving_keys, device), fixed, getattr(engine, "inferer", None))
         out: dict[str, Any] = {Keys.PRED: ddf, Keys.IMAGE: fixed, "warped_image": self.warp(moving, ddf), "fixed_image": fixed}
         if "moving_label" in batchdata:
             ml = _get(batchdata, "moving_label", device)
@@ -188,13 +201,15 @@ class PreciseBatchNorm:
     Args:
         data_loader: training batches (dicts with ``moving_image`` and ``fixed_image``).
         num_batches: batches to average over (0 disables the handler).
+        moving_keys: batch keys concatenated as the network's moving input.
     """
 
-    def __init__(self, data_loader: Any, num_batches: int = 16) -> None:
+    def __init__(self, data_loader: Any, num_batches: int = 16, moving_keys: tuple[str, ...] | list[str] = ("moving_image",)) -> None:
         if num_batches < 0:
             raise ValueError(f"num_batches must be >= 0, got {num_batches}.")
         self.data_loader = data_loader
         self.num_batches = num_batches
+        self.moving_keys = tuple(moving_keys)
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
@@ -216,7 +231,7 @@ class PreciseBatchNorm:
         while seen < self.num_batches:
             for batch in self.data_loader:
                 device = engine.state.device
-                register(engine.network, _get(batch, "moving_image", device), _get(batch, "fixed_image", device))
+                register(engine.network, moving_input(batch, self.moving_keys, device), _get(batch, "fixed_image", device))
                 seen += 1
                 if seen >= self.num_batches:
                     break

@@ -29,8 +29,10 @@ from medrobust.core.metrics.registration import (
     dice_score,
     folding_percentage,
     hd95,
+    label_centroids,
     std_log_jacobian,
     tre_from_labels,
+    tre_from_points,
 )
 
 __all__ = ["case_metrics", "summarise", "write_rows", "RegistrationMetricsHandler"]
@@ -46,14 +48,24 @@ def case_metrics(
     *,
     gland_channel: int = 0,
     landmark_channels: Sequence[int] | None = None,
+    moving_label: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Metrics of one registered pair.
+
+    TRE: with ``moving_label``, each fixed landmark centroid is mapped through the registration
+    (``x + u(x)``) and compared with the moving landmark centroid (point-based, as in
+    :func:`~medrobust.core.metrics.registration.tre_from_points`); this stays defined when the
+    network pushes a warped landmark partly or wholly out of the grid, where centroids of warped
+    labels are biased or undefined (a vanished landmark would otherwise drop out of the average and
+    flatter a failed registration). Without it, the distance between centroids of the warped
+    moving and the fixed labels is used.
 
     Args:
         ddf: ``(1, N, *spatial)`` voxel-unit DDF (zeros for "no registration").
         warped_label: ``(1, C, *spatial)`` moving labels warped by ``ddf``.
         fixed_label: ``(1, C, *spatial)``.
         affine: grid voxel -> world ``(N+1, N+1)``.
+        moving_label: ``(1, C, *spatial)`` moving labels on the grid, before warping (recommended).
         gland_channel: channel for Dice/HD95.
         landmark_channels: TRE channels (default: every channel except ``gland_channel``; if there is
             only one channel, that one).
@@ -69,7 +81,13 @@ def case_metrics(
         landmark_channels = [i for i in range(c) if i != gland_channel] or [gland_channel]
     aff = torch.as_tensor(affine, dtype=torch.float64).reshape(-1, *torch.as_tensor(affine).shape[-2:])[0]
     spacing = torch.linalg.vector_norm(aff[:-1, :-1], dim=0).tolist()
-    tre = tre_from_labels(warped_label, fixed_label, aff, channels=landmark_channels)[0]
+    if moving_label is not None:
+        if moving_label.shape != fixed_label.shape:
+            raise ValueError(f"moving_label {tuple(moving_label.shape)} and fixed_label {tuple(fixed_label.shape)} must match.")
+        idx = list(landmark_channels)
+        tre = tre_from_points(label_centroids(fixed_label[:, idx], aff), label_centroids(moving_label[:, idx], aff), ddf, aff)[0]
+    else:
+        tre = tre_from_labels(warped_label, fixed_label, aff, channels=landmark_channels)[0]
     g = slice(gland_channel, gland_channel + 1)
     return {
         "tre_mean_mm": float(torch.nanmean(tre)),
@@ -158,7 +176,8 @@ class RegistrationMetricsHandler:
             row = {"case_id": ids[b]}
             row.update(case_metrics(out["pred"][b : b + 1], out["warped_label"][b : b + 1], out["fixed_label"][b : b + 1],
                                     torch.as_tensor(out["affine"])[b], gland_channel=self.gland_channel,
-                                    landmark_channels=self.landmark_channels))
+                                    landmark_channels=self.landmark_channels,
+                                    moving_label=out["moving_label"][b : b + 1] if "moving_label" in out else None))
             row["seconds"] = float(out["seconds"]) / out["pred"].shape[0]
             self.rows.append(row)
 

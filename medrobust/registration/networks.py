@@ -1,11 +1,20 @@
-"""Registration networks: MONAI's GlobalNet (affine) followed by LocalNet (dense), composed into one DDF.
+"""Registration networks: a global stage (translation or affine) then MONAI's LocalNet, composed into one DDF.
 
 With a dozen training pairs a dense network alone memorises each pair's global offset instead of
 reading it from the images (on mrus_dev it lowered training TRE and raised test TRE). The
-label-driven registration of Hu et al. (MedIA 2018) therefore predicts a global affine first and a
-local DDF on top; :class:`GlobalLocalNet` does the same with MONAI's networks, and keeps the
+label-driven registration of Hu et al. (MedIA 2018) therefore predicts a global transform first and
+a local DDF on top; :class:`GlobalLocalNet` does the same with MONAI's networks, and keeps the
 interface of a plain LocalNet: ``cat([moving, fixed])`` ``(B, 2, *spatial)`` -> DDF ``(B, N,
 *spatial)`` in voxel units (MONAI ``Warp`` convention), so trainers, metrics and export are shared.
+
+Global stages:
+
+- ``"translation"``: MONAI ``Regressor`` (instance norm) -> 3 numbers -> ``tanh`` bounded shift
+  (``max_translation`` voxels). Bounded and low-dimensional: on 7-12 training pairs MONAI's
+  ``GlobalNet`` affine head (12 unbounded numbers, rotation about the array corner, BatchNorm)
+  produced a few affines that threw whole volumes kilometres off the grid.
+- ``"affine"``: MONAI ``GlobalNet``.
+- ``"none"``: LocalNet alone (Hu et al., MICCAI 2018).
 
 Composition: the local network sees the moving image warped by the affine DDF ``g`` and predicts
 ``l``; the moving image is sampled at ``x + l(x) + g(x + l(x))``. ``g`` is affine, ``g(y) = (A - I) y
@@ -27,9 +36,11 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import Warp
-from monai.networks.nets import GlobalNet, LocalNet
+from monai.networks.nets import GlobalNet, LocalNet, Regressor
 
-__all__ = ["compose_affine_ddf", "GlobalLocalNet"]
+__all__ = ["GLOBAL_STAGES", "compose_affine_ddf", "TranslationNet", "GlobalLocalNet"]
+
+GLOBAL_STAGES = ("none", "translation", "affine")
 
 
 def compose_affine_ddf(global_ddf: torch.Tensor, local_ddf: torch.Tensor) -> torch.Tensor:
@@ -56,19 +67,51 @@ def compose_affine_ddf(global_ddf: torch.Tensor, local_ddf: torch.Tensor) -> tor
     return global_ddf + local_ddf + torch.einsum("bik,bk...->bi...", a_minus_i, local_ddf)
 
 
-class GlobalLocalNet(torch.nn.Module):
-    """MONAI ``GlobalNet`` (affine) then ``LocalNet`` (dense) on the affinely warped moving image.
+class TranslationNet(torch.nn.Module):
+    """A bounded global shift from ``(B, 2, *image_size)`` -> constant DDF ``(B, N, *image_size)`` (voxels).
 
     Args:
-        image_size: spatial size of the inputs (GlobalNet's affine head is built for it).
-        spatial_dims: 2 or 3.
-        num_channel_initial: channels of the first level of both networks.
-        global_depth: GlobalNet's number of down-sampling levels.
-        extract_levels: LocalNet's output levels.
-        global_stage: ``False`` drops the affine stage: a plain LocalNet (Hu et al., MICCAI 2018).
-        local: ``False`` drops the dense stage: the affine stage alone (a reference model).
+        image_size: input spatial size.
+        channels: MONAI ``Regressor`` channels per level (each level halves the size).
+        max_translation: the shift is ``max_translation * tanh(.)`` voxels per axis.
+        in_channels: input channels (moving channels + 1).
+    """
 
-    Input ``(B, 2, *image_size)``: channel 0 moving, channel 1 fixed. Output ``(B, N, *image_size)``.
+    def __init__(self, image_size: Sequence[int], *, channels: Sequence[int] = (8, 16, 32, 64),
+                 max_translation: float = 8.0, in_channels: int = 2) -> None:
+        super().__init__()
+        if max_translation <= 0:
+            raise ValueError(f"max_translation must be > 0, got {max_translation}.")
+        self.image_size = tuple(int(s) for s in image_size)
+        self.max_translation = float(max_translation)
+        self.regressor = Regressor(in_shape=(in_channels, *self.image_size), out_shape=(len(self.image_size),),
+                                   channels=tuple(channels), strides=(2,) * len(channels))
+        with torch.no_grad():  # start at the identity, like GlobalNet's affine head
+            self.regressor.final[-1].weight.mul_(0.01)
+            self.regressor.final[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shift = self.max_translation * torch.tanh(self.regressor(x))  # (B, N)
+        return shift.reshape(*shift.shape, *([1] * len(self.image_size))).expand(-1, -1, *self.image_size)
+
+
+class GlobalLocalNet(torch.nn.Module):
+    """A global stage (translation or affine) then ``LocalNet`` (dense) on the globally warped moving image.
+
+    Args:
+        image_size: spatial size of the inputs (the global stage is built for it).
+        spatial_dims: 2 or 3.
+        num_channel_initial: channels of the first level of the networks.
+        global_depth: down-sampling levels of the global stage.
+        extract_levels: LocalNet's output levels.
+        global_stage: ``"translation"``, ``"affine"`` or ``"none"`` (a plain LocalNet).
+        max_translation: bound of the translation stage, voxels per axis.
+        local: ``False`` drops the dense stage: the global stage alone (a reference model).
+        in_channels: moving channels + 1 (2: moving and fixed images; 3: moving image, moving gland
+            mask, fixed image).
+
+    Input ``(B, in_channels, *image_size)``: the moving channels, then the fixed image last. Output
+    ``(B, N, *image_size)``.
     """
 
     def __init__(
@@ -79,33 +122,43 @@ class GlobalLocalNet(torch.nn.Module):
         num_channel_initial: int = 8,
         global_depth: int = 3,
         extract_levels: Sequence[int] = (0, 1, 2, 3),
-        global_stage: bool = True,
+        global_stage: str = "translation",
+        max_translation: float = 8.0,
         local: bool = True,
+        in_channels: int = 2,
     ) -> None:
         super().__init__()
-        if not (global_stage or local):
-            raise ValueError("at least one of global_stage and local must be True.")
+        if in_channels < 2:
+            raise ValueError(f"in_channels must be >= 2 (moving channels + fixed), got {in_channels}.")
+        self.in_channels = int(in_channels)
+        if global_stage not in GLOBAL_STAGES:
+            raise ValueError(f"global_stage must be one of {GLOBAL_STAGES}, got {global_stage!r}.")
+        if global_stage == "none" and not local:
+            raise ValueError("at least one stage is needed: global_stage='none' with local=False.")
         if len(image_size) != spatial_dims:
             raise ValueError(f"image_size {tuple(image_size)} must have {spatial_dims} entries.")
         self.image_size = tuple(int(s) for s in image_size)
-        self.global_net = (
-            GlobalNet(image_size=list(self.image_size), spatial_dims=spatial_dims, in_channels=2,
-                      num_channel_initial=num_channel_initial, depth=global_depth)
-            if global_stage else None
-        )
+        self.global_stage = global_stage
+        self.global_net: torch.nn.Module | None = None
+        if global_stage == "affine":
+            self.global_net = GlobalNet(image_size=list(self.image_size), spatial_dims=spatial_dims, in_channels=in_channels,
+                                        num_channel_initial=num_channel_initial, depth=global_depth)
+        elif global_stage == "translation":
+            self.global_net = TranslationNet(self.image_size, max_translation=max_translation, in_channels=in_channels,
+                                             channels=[num_channel_initial * 2**i for i in range(global_depth + 1)])
         self.local_net = (
-            LocalNet(spatial_dims=spatial_dims, in_channels=2, out_channels=spatial_dims,
+            LocalNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=spatial_dims,
                      num_channel_initial=num_channel_initial, extract_levels=tuple(extract_levels))
             if local else None
         )
         self.warp = Warp(mode="bilinear", padding_mode="zeros")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] != 2 or tuple(x.shape[2:]) != self.image_size:
-            raise ValueError(f"expected (B, 2, {', '.join(map(str, self.image_size))}), got {tuple(x.shape)}.")
+        if x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.image_size:
+            raise ValueError(f"expected (B, {self.in_channels}, {', '.join(map(str, self.image_size))}), got {tuple(x.shape)}.")
         if self.global_net is None:
             return self.local_net(x)
-        moving, fixed = x[:, :1], x[:, 1:]
+        moving, fixed = x[:, :-1], x[:, -1:]
         g = self.global_net(x)
         if self.local_net is None:
             return g

@@ -55,7 +55,8 @@ def attack_fixed_image(
 
     Args:
         network: ``cat([moving, fixed]) -> DDF``, in eval mode (not changed here).
-        moving_image, fixed_image: ``(B, 1, *spatial)`` in [0, 1].
+        moving_image: ``(B, M, *spatial)``, the network's moving channels (held constant).
+        fixed_image: ``(B, 1, *spatial)`` in [0, 1].
         moving_label, fixed_label: ``(B, C, *spatial)``.
         eps: perturbation radius in image units ([0, 1] intensities).
         steps: PGD steps.
@@ -83,22 +84,24 @@ def attack_rows(
     norm: str = "inf",
     seed: int = 0,
     device: str | torch.device = "cpu",
+    moving_keys: Sequence[str] = ("moving_image",),
 ) -> list[dict[str, Any]]:
     """Clean and attacked metrics per case (``<metric>`` and ``<metric>_adv``) for loaded pairs.
 
-    ``items`` are dicts from :func:`medrobust.data.paired.load_pair` (unbatched, channel first).
+    ``items`` are dicts from :func:`medrobust.data.paired.load_pair` (unbatched, channel first);
+    ``moving_keys`` are concatenated as the network's moving input.
     """
     warp = Warp(mode="bilinear", padding_mode="zeros")
     network.eval()
     rows = []
     for i, item in enumerate(items):
-        mi, fi, ml, fl = (torch.as_tensor(item[k])[None].float().to(device)
-                          for k in ("moving_image", "fixed_image", "moving_label", "fixed_label"))
+        fi, ml, fl = (torch.as_tensor(item[k])[None].float().to(device) for k in ("fixed_image", "moving_label", "fixed_label"))
+        mi = torch.cat([torch.as_tensor(item[k])[None].float().to(device) for k in moving_keys], dim=1)
         with torch.no_grad():
             ddf = register(network, mi, fi)
         fi_adv, ddf_adv, info = attack_fixed_image(network, mi, fi, ml, fl, eps=eps, steps=steps, norm=norm, seed=seed + i)
-        clean = case_metrics(ddf, warp(ml, ddf), fl, item["affine"])
-        adv = case_metrics(ddf_adv, warp(ml, ddf_adv), fl, item["affine"])
+        clean = case_metrics(ddf, warp(ml, ddf), fl, item["affine"], moving_label=ml)
+        adv = case_metrics(ddf_adv, warp(ml, ddf_adv), fl, item["affine"], moving_label=ml)
         row = {"case_id": item.get("case_id", str(i)), **clean}
         row.update({f"{k}_adv": v for k, v in adv.items()})
         row["perturbation_linf"] = float((fi_adv - fi).abs().max())

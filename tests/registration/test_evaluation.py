@@ -40,6 +40,22 @@ def test_case_metrics_and_summary_pool_landmarks(tmp_path):
         case_metrics(torch.zeros(2, 3, 16, 16, 16), _labels(), _labels(), affine)
 
 
+def test_point_tre_counts_a_landmark_pushed_off_the_grid():
+    affine = torch.eye(4)
+    moving, fixed = _labels(shift=1), _labels()
+    ddf = torch.zeros(1, 3, 16, 16, 16)
+    ddf[:, 0] = 1.0  # the right registration: fixed x samples moving x + 1
+    good = case_metrics(ddf, torch.roll(moving, -1, 2), fixed, affine, moving_label=moving)
+    assert good["tre_landmarks_mm"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    ddf[:, 0] = 40.0  # samples far outside the grid: every warped label is empty
+    warped = torch.zeros_like(moving)
+    bad = case_metrics(ddf, warped, fixed, affine, moving_label=moving)
+    assert bad["tre_landmarks_mm"] == pytest.approx([39.0, 39.0], abs=1e-6)  # a failure, not a NaN that drops out
+    assert all(np.isnan(case_metrics(ddf, warped, fixed, affine)["tre_landmarks_mm"]))  # the label-centroid fallback
+    with pytest.raises(ValueError, match="must match"):
+        case_metrics(ddf, warped, fixed, affine, moving_label=moving[:, :2])
+
+
 class _ShiftNet(torch.nn.Module):
     """Predicts a constant DDF of ``shift`` voxels along axis 0 (a stand-in registration network)."""
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.networks.blocks import Warp
 
-from medrobust.registration.networks import GlobalLocalNet, compose_affine_ddf
+from medrobust.registration.networks import GlobalLocalNet, TranslationNet, compose_affine_ddf
 
 S = (12, 14, 10)
 
@@ -39,11 +39,13 @@ def test_compose_with_zero_local_is_the_affine_and_with_identity_affine_is_the_l
         compose_affine_ddf(g, l[..., :-1])
 
 
-def test_global_local_net_starts_at_identity_and_keeps_the_localnet_interface():
+@pytest.mark.parametrize("stage", ["translation", "affine"])
+def test_global_local_net_starts_near_identity_and_keeps_the_localnet_interface(stage):
     torch.manual_seed(0)
-    net = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, extract_levels=(0, 1, 2))
+    net = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, extract_levels=(0, 1, 2),
+                         global_stage=stage)
     x = torch.rand(2, 2, 16, 16, 16)
-    assert net.global_net(x).abs().max() < 1e-6  # MONAI's affine head starts at the identity
+    assert net.global_net(x).abs().max() < 0.05  # both global stages start at (or next to) the identity
     out = net(x)
     assert out.shape == (2, 3, 16, 16, 16)
     out.square().mean().backward()
@@ -52,11 +54,34 @@ def test_global_local_net_starts_at_identity_and_keeps_the_localnet_interface():
 
 
 def test_global_local_net_variants_and_errors():
-    local_only = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, extract_levels=(0, 1, 2), global_stage=False)
+    local_only = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, extract_levels=(0, 1, 2), global_stage="none")
     assert local_only.global_net is None and local_only(torch.rand(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
-    affine_only = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, local=False)
+    affine_only = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, global_stage="affine",
+                                 local=False)
     assert affine_only.local_net is None and affine_only(torch.rand(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     with pytest.raises(ValueError, match="at least one"):
-        GlobalLocalNet(image_size=(16, 16, 16), global_stage=False, local=False)
+        GlobalLocalNet(image_size=(16, 16, 16), global_stage="none", local=False)
+    with pytest.raises(ValueError, match="global_stage"):
+        GlobalLocalNet(image_size=(16, 16, 16), global_stage="rigid")
     with pytest.raises(ValueError, match="expected"):
         affine_only(torch.rand(1, 2, 8, 16, 16))
+
+
+def test_translation_net_is_bounded_and_constant_in_space():
+    net = TranslationNet((16, 16, 16), channels=(2, 4, 8), max_translation=3.0)
+    with torch.no_grad():
+        net.regressor.final[-1].bias.fill_(100.0)  # saturate the tanh
+    ddf = net(torch.rand(2, 2, 16, 16, 16))
+    assert ddf.shape == (2, 3, 16, 16, 16)
+    torch.testing.assert_close(ddf, torch.full_like(ddf, 3.0))
+    with pytest.raises(ValueError, match="max_translation"):
+        TranslationNet((16, 16, 16), max_translation=0.0)
+
+
+def test_moving_mask_channel_widens_the_input():
+    net = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, extract_levels=(0, 1, 2), in_channels=3)
+    assert net(torch.rand(1, 3, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    with pytest.raises(ValueError, match=r"expected \(B, 3"):
+        net(torch.rand(1, 2, 16, 16, 16))
+    with pytest.raises(ValueError, match="in_channels"):
+        GlobalLocalNet(image_size=(16, 16, 16), in_channels=1)

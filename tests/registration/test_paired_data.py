@@ -135,3 +135,24 @@ def test_mrus_dev_pairs_load_onto_the_coarse_grid(shared_data):
     assert item["moving_image"].shape == (1, 24, 32, 24)
     assert item["moving_label"].shape[0] == item["fixed_label"].shape[0] == 6
     assert float(item["fixed_label"][0].sum()) > 100  # the gland survives resampling
+
+
+def test_moving_mask_is_the_moving_gland_with_or_without_fixed_labels(tmp_path):
+    _write_pair(tmp_path, "case000")
+    lab_path = tmp_path / "moving_labels" / "case000.nii.gz"
+    img = nib.load(lab_path)
+    data = np.zeros(img.shape, np.uint8)
+    data[5:15, 6:16, 4:12, 0] = 1  # the gland (channel 0); landmarks elsewhere
+    data[8:10, 8:10, 6:8, 1] = 1
+    nib.save(nib.Nifti1Image(data, img.affine), lab_path)
+    item = load_pair(scan_paired(tmp_path)[0], spacing=2.0, size=(16, 16, 16), moving_mask=True)
+    torch.testing.assert_close(item["moving_mask"], item["moving_label"][:1])
+    assert float(item["moving_mask"].sum()) > 10
+    (tmp_path / "fixed_labels" / "case000.nii.gz").unlink()  # inference: the TRUS side is not segmented
+    case = scan_paired(tmp_path, require_labels=False)[0]
+    alone = load_pair(case, spacing=2.0, size=(16, 16, 16), moving_mask=True)
+    assert "moving_label" not in alone
+    torch.testing.assert_close(alone["moving_mask"], item["moving_mask"])
+    lab_path.unlink()
+    with pytest.raises(ValueError, match="needs the moving label file"):
+        load_pair(scan_paired(tmp_path, require_labels=False)[0], spacing=2.0, size=(16, 16, 16), moving_mask=True)

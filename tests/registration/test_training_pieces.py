@@ -168,6 +168,42 @@ def test_iteration_trains_a_localnet_inside_supervised_trainer(regulariser, tmp_
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 26
 
 
+def test_moving_keys_feed_the_moving_mask_to_the_network_in_training_and_evaluation():
+    from monai.engines import SupervisedEvaluator
+
+    from medrobust.registration.engine import RegistrationEvalIteration
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return torch.zeros(x.shape[0], 3, *x.shape[2:]) + self.w
+
+    batch = _pair_batch()
+    batch["moving_mask"] = torch.full_like(batch["moving_image"], 7.0)
+    keys = ("moving_image", "moving_mask")
+    net = Spy()
+    SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=[batch], network=net,
+                      optimizer=torch.optim.SGD(net.parameters(), 0.1), loss_function=label_loss(),
+                      iteration_update=RegistrationIteration(label_loss(), moving_keys=keys)).run()
+    ev = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[batch], network=net,
+                             iteration_update=RegistrationEvalIteration(moving_keys=keys))
+    ev.run()
+    for x in seen:  # moving image, moving mask, fixed image, in that order
+        assert x.shape[1] == 3 and torch.equal(x[:, 1], batch["moving_mask"][:, 0]) and torch.equal(x[:, 2], batch["fixed_image"][:, 0])
+    out = ev.state.output[0] if isinstance(ev.state.output, list) else ev.state.output  # decollated or not
+    assert out["warped_image"].shape[-4] == 1  # only the image is warped for output, not the mask
+    del batch["moving_mask"]
+    with pytest.raises(ValueError, match="moving_mask"):
+        RegistrationIteration(label_loss(), moving_keys=keys)(type("E", (), {"state": type("S", (), {"device": "cpu"})(),
+                                                                             "network": net})(), batch)
+
+
 def test_iteration_checks_its_arguments():
     with pytest.raises(ValueError, match="regulariser must be"):
         RegistrationIteration(label_loss(), regulariser="tv")

@@ -49,7 +49,8 @@ def _baseline(items) -> dict:
     rows = []
     for it in items:
         zero = torch.zeros(1, 3, *it["fixed_image"].shape[1:])
-        rows.append({"case_id": it["case_id"], **case_metrics(zero, it["moving_label"][None], it["fixed_label"][None], it["affine"]),
+        rows.append({"case_id": it["case_id"], **case_metrics(zero, it["moving_label"][None], it["fixed_label"][None], it["affine"],
+                                                                 moving_label=it["moving_label"][None]),
                      "seconds": 0.0})
     return rows
 
@@ -69,7 +70,7 @@ def _mean_translation(train_items, test_items) -> list[dict]:
         world = mean.reshape(1, 3, 1, 1, 1).expand(1, 3, *shape)
         ddf = ddf_world_to_voxel(world, it["affine"]).float()
         rows.append({"case_id": it["case_id"], **case_metrics(ddf, warp(it["moving_label"][None], ddf), it["fixed_label"][None],
-                                                             it["affine"]), "seconds": 0.0})
+                                                             it["affine"], moving_label=it["moving_label"][None]), "seconds": 0.0})
     return rows
 
 
@@ -78,7 +79,7 @@ def _robustness(wf, items, eps: float, steps: int) -> dict:
 
     net = wf.parser.get_parsed_content("network")
     net.load_state_dict(torch.load(Path(wf.parser.get_parsed_content("ckpt_dir")) / "model.pt", map_location="cpu", weights_only=True))
-    rows = attack_rows(net, items, eps=eps, steps=steps)
+    rows = attack_rows(net, items, eps=eps, steps=steps, moving_keys=wf.parser.get_parsed_content("moving_keys"))
     tre = np.array([v for r in rows for v in r["tre_landmarks_mm"]])
     tre_adv = np.array([v for r in rows for v in r["tre_landmarks_mm_adv"]])
     return {

@@ -38,6 +38,22 @@ def _workflow(configs, workflow_type="train", **overrides):
     return wf
 
 
+def _network(seed: int = 0) -> torch.nn.Module:
+    """The bundle's ``network_def`` (inference config) with random weights, the affine head moved off identity."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser["bundle_root"] = str(BUNDLE)
+    torch.manual_seed(seed)
+    net = parser.get_parsed_content("network_def")
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Linear):  # GlobalNet's affine head starts at exactly the identity
+                m.weight.normal_(0.0, 1e-4)
+    return net.eval()
+
+
 def test_metadata_matches_the_schema(meta_schema):
     from monai.bundle import verify_metadata
 
@@ -100,7 +116,7 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     from medrobust.registration.evaluation import case_metrics
 
     before = [case_metrics(torch.zeros(1, 3, *d["fixed_image"].shape[1:]), d["moving_label"][None], d["fixed_label"][None],
-                           d["affine"]) for d in test_data]
+                           d["affine"], moving_label=d["moving_label"][None]) for d in test_data]
     before_tre = np.mean([v for r in before for v in r["tre_landmarks_mm"]])
     summary = json.loads((tmp_path / "runs" / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["n_landmarks"] >= 4
@@ -138,9 +154,7 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
 def test_inference_writes_an_itk_transform(sample_pairs, tmp_path):
     itk = pytest.importorskip("itk")
     root, _ = sample_pairs
-    from monai.networks.nets import LocalNet
-
-    net = LocalNet(spatial_dims=3, in_channels=2, out_channels=3, num_channel_initial=8, extract_levels=(0, 1, 2, 3))
+    net = _network()
     torch.save(net.state_dict(), tmp_path / "model.pt")
     wf = _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "model.pt"),
                    output_dir=str(tmp_path / "out"), case_ids=["case000"], num_threads=1)
@@ -153,10 +167,8 @@ def test_inference_writes_an_itk_transform(sample_pairs, tmp_path):
 
 def test_ckpt_export_traced(tmp_path):
     from monai.bundle import ckpt_export
-    from monai.networks.nets import LocalNet
 
-    torch.manual_seed(0)
-    net = LocalNet(spatial_dims=3, in_channels=2, out_channels=3, num_channel_initial=8, extract_levels=(0, 1, 2, 3)).eval()
+    net = _network()
     torch.save(net.state_dict(), tmp_path / "model.pt")
     # LocalNet does not script (list comprehensions over modules); tracing is exact for this static graph
     ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
