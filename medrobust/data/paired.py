@@ -241,7 +241,8 @@ def load_pair(
             the two scans in one scanner frame, such as the DeepReg MR-TRUS demo).
         size_divisible: see :func:`target_grid`.
         moving_mask: also return ``"moving_mask"`` ``(1, *S)``, channel 0 (the gland) of the moving
-            label, as a network input (needs the moving label file even at inference).
+            label, as a network input (needs the moving label file even at inference), and, when
+            the fixed label is there, ``"fixed_mask"`` (the fixed gland, a training target).
 
     Returns:
         ``{"moving_image": (1, *S), "fixed_image": (1, *S)`` (min-max scaled to [0, 1]),
@@ -285,6 +286,7 @@ def load_pair(
                              f"segmentation is a network input), none found next to {case.moving_image}.")
         if "moving_label" in item:
             item["moving_mask"] = item["moving_label"][:1].clone()
+            item["fixed_mask"] = item["fixed_label"][:1].clone()
         else:  # inference without a fixed label: only the moving one is read
             ml, ml_aff = read_volume(case.moving_label)
             if alignment == "centre":

@@ -29,7 +29,7 @@ from monai.networks.blocks import Warp
 from monai.utils import CommonKeys as Keys
 
 from medrobust.registration.adversarial import AdversarialRegulariser
-from medrobust.registration.losses import REGULARISERS, smoothness_loss
+from medrobust.registration.losses import REGULARISERS, label_centroids_voxels, smoothness_loss
 
 __all__ = [
     "BATCH_KEYS",
@@ -71,6 +71,11 @@ class RegistrationIteration:
         adversary: the :class:`AdversarialRegulariser` (required for ``"adversarial"``, ignored otherwise).
         warp_mode: interpolation of the moving label (``"bilinear"``).
         moving_keys: batch keys concatenated as the network's moving input.
+        keypoint_weight: weight of the keypoint loss: the mean distance (voxels) of the network's
+            moving/fixed keypoints (a ``keypoints`` global stage) from the centroids of
+            ``moving_mask``/``fixed_mask`` (the glands). It ties each image's keypoints to its own
+            anatomy; without it, keypoints are free to sit anywhere that makes the *pair* offset right,
+            which on a dozen training pairs means memorising pairs.
     """
 
     def __init__(
@@ -82,13 +87,15 @@ class RegistrationIteration:
         adversary: AdversarialRegulariser | None = None,
         warp_mode: str = "bilinear",
         moving_keys: tuple[str, ...] | list[str] = ("moving_image",),
+        keypoint_weight: float = 0.0,
     ) -> None:
         if regulariser not in REGULARISERS:
             raise ValueError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}.")
         if regulariser == "adversarial" and adversary is None:
             raise ValueError("regulariser='adversarial' needs an adversary (AdversarialRegulariser with FE DDFs).")
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}.")
+        if weight < 0 or keypoint_weight < 0:
+            raise ValueError(f"weight and keypoint_weight must be >= 0, got {weight} and {keypoint_weight}.")
+        self.keypoint_weight = float(keypoint_weight)
         self.label_loss = label_loss
         self.regulariser = regulariser
         self.weight = float(weight)
@@ -116,6 +123,10 @@ class RegistrationIteration:
                 d_loss = self.adversary.discriminator_step(ddf, cond, batchdata.get("case_id"))
             reg = self.adversary.generator_loss(ddf, cond)
         loss = l_label + self.weight * reg
+        l_key = torch.zeros((), device=device)
+        if self.keypoint_weight > 0:
+            l_key = self._keypoint_loss(engine.network, batchdata, device)
+            loss = loss + self.keypoint_weight * l_key
         loss.backward()
         engine.optimizer.step()
         return {
@@ -125,8 +136,21 @@ class RegistrationIteration:
             Keys.LOSS: loss.detach(),
             "label_loss": float(l_label.detach()),
             "regulariser_loss": float(reg.detach()),
+            "keypoint_loss": float(l_key.detach()),
             "d_loss": d_loss,
         }
+
+
+    @staticmethod
+    def _keypoint_loss(network: torch.nn.Module, batchdata: dict, device: torch.device) -> torch.Tensor:
+        stage = next((m for m in network.modules() if getattr(m, "last_keypoints", None) is not None), None)
+        if stage is None:
+            raise ValueError("keypoint_weight > 0 needs a network with a 'keypoints' global stage "
+                             "(medrobust.registration.networks.GlobalLocalNet(global_stage='keypoints')).")
+        km, kf = stage.last_keypoints
+        cm = label_centroids_voxels(_get(batchdata, "moving_mask", device))  # (B, 1, N)
+        cf = label_centroids_voxels(_get(batchdata, "fixed_mask", device))
+        return (torch.linalg.vector_norm(km - cm, dim=-1).mean() + torch.linalg.vector_norm(kf - cf, dim=-1).mean()) / 2
 
 
 class RegistrationEvalIteration:
@@ -163,10 +187,10 @@ class RegistrationEvalIteration:
 class LossCSVLogger:
     """Ignite handler appending each training iteration's losses to a CSV (written as it goes).
 
-    Columns: ``iteration, epoch, loss, label_loss, regulariser_loss, d_loss``.
+    Columns: ``iteration, epoch, loss, label_loss, regulariser_loss, keypoint_loss, d_loss``.
     """
 
-    COLUMNS = ("iteration", "epoch", "loss", "label_loss", "regulariser_loss", "d_loss")
+    COLUMNS = ("iteration", "epoch", "loss", "label_loss", "regulariser_loss", "keypoint_loss", "d_loss")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -186,7 +210,8 @@ class LossCSVLogger:
         out = engine.state.output
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([engine.state.iteration, engine.state.epoch, float(out[Keys.LOSS]),
-                                    out.get("label_loss"), out.get("regulariser_loss"), out.get("d_loss")])
+                                    out.get("label_loss"), out.get("regulariser_loss"), out.get("keypoint_loss"),
+                                    out.get("d_loss")])
 
 
 class PreciseBatchNorm:

@@ -2,7 +2,13 @@ import pytest
 import torch
 from monai.networks.blocks import Warp
 
-from medrobust.registration.networks import GlobalLocalNet, TranslationNet, compose_affine_ddf
+from medrobust.registration.networks import (
+    GlobalLocalNet,
+    KeypointTranslationNet,
+    TranslationNet,
+    compose_affine_ddf,
+    soft_centroids,
+)
 
 S = (12, 14, 10)
 
@@ -39,13 +45,14 @@ def test_compose_with_zero_local_is_the_affine_and_with_identity_affine_is_the_l
         compose_affine_ddf(g, l[..., :-1])
 
 
-@pytest.mark.parametrize("stage", ["translation", "affine"])
+@pytest.mark.parametrize("stage", ["keypoints", "translation", "affine"])
 def test_global_local_net_starts_near_identity_and_keeps_the_localnet_interface(stage):
     torch.manual_seed(0)
     net = GlobalLocalNet(image_size=(16, 16, 16), num_channel_initial=2, global_depth=2, extract_levels=(0, 1, 2),
                          global_stage=stage)
     x = torch.rand(2, 2, 16, 16, 16)
-    assert net.global_net(x).abs().max() < 0.05  # both global stages start at (or next to) the identity
+    if stage != "keypoints":  # the keypoint stage starts wherever its untrained heatmaps point
+        assert net.global_net(x).abs().max() < 0.05
     out = net(x)
     assert out.shape == (2, 3, 16, 16, 16)
     out.square().mean().backward()
@@ -85,3 +92,27 @@ def test_moving_mask_channel_widens_the_input():
         net(torch.rand(1, 2, 16, 16, 16))
     with pytest.raises(ValueError, match="in_channels"):
         GlobalLocalNet(image_size=(16, 16, 16), in_channels=1)
+
+
+def test_soft_centroids_find_a_peak():
+    logits = torch.full((1, 2, 8, 9, 10), -50.0)
+    logits[0, 0, 2, 3, 4] = 50.0
+    logits[0, 1, 6, 1, 9] = 50.0
+    torch.testing.assert_close(soft_centroids(logits), torch.tensor([[[2.0, 3.0, 4.0], [6.0, 1.0, 9.0]]]))
+
+
+def test_keypoint_translation_lays_the_fixed_keypoint_onto_the_moving_one():
+    # heatmap networks replaced by a sharp "detector" of the bright blob: the DDF must be the blob's offset,
+    # with the sign that makes Warp(moving, ddf) land on the fixed image
+    net = KeypointTranslationNet((24, 24, 24), channels=(4, 8, 16), num_keypoints=2)
+    detector = torch.nn.Conv3d(1, 2, 1, bias=False)
+    torch.nn.init.constant_(detector.weight, 60.0)
+    net.moving_net = net.fixed_net = detector
+    fixed = torch.zeros(1, 1, 24, 24, 24)
+    fixed[..., 9:12, 8:11, 10:13] = 1.0
+    moving = torch.roll(fixed, (3, -2, 1), (2, 3, 4))
+    ddf = net(torch.cat([moving, fixed], 1))
+    torch.testing.assert_close(ddf[:, :, 0, 0, 0], torch.tensor([[3.0, -2.0, 1.0]]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(Warp("bilinear", "zeros")(moving, ddf), fixed, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="num_keypoints"):
+        KeypointTranslationNet((8, 8, 8), num_keypoints=0)

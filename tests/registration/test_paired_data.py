@@ -147,11 +147,12 @@ def test_moving_mask_is_the_moving_gland_with_or_without_fixed_labels(tmp_path):
     nib.save(nib.Nifti1Image(data, img.affine), lab_path)
     item = load_pair(scan_paired(tmp_path)[0], spacing=2.0, size=(16, 16, 16), moving_mask=True)
     torch.testing.assert_close(item["moving_mask"], item["moving_label"][:1])
+    torch.testing.assert_close(item["fixed_mask"], item["fixed_label"][:1])  # a training target for keypoints
     assert float(item["moving_mask"].sum()) > 10
     (tmp_path / "fixed_labels" / "case000.nii.gz").unlink()  # inference: the TRUS side is not segmented
     case = scan_paired(tmp_path, require_labels=False)[0]
     alone = load_pair(case, spacing=2.0, size=(16, 16, 16), moving_mask=True)
-    assert "moving_label" not in alone
+    assert "moving_label" not in alone and "fixed_mask" not in alone
     torch.testing.assert_close(alone["moving_mask"], item["moving_mask"])
     lab_path.unlink()
     with pytest.raises(ValueError, match="needs the moving label file"):

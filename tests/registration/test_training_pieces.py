@@ -10,7 +10,7 @@ from monai.networks.nets import LocalNet
 
 from medrobust.registration.adversarial import AdversarialRegulariser, DDFDiscriminator, affine_residual
 from medrobust.registration.engine import LossCSVLogger, RegistrationIteration
-from medrobust.registration.losses import label_loss, smoothness_loss
+from medrobust.registration.losses import CentroidDistanceLoss, label_loss, smoothness_loss
 from medrobust.registration.transforms import RandLabelChanneld
 
 
@@ -26,6 +26,22 @@ def test_label_loss_orders_overlaps():
     near, far = torch.roll(lab, 1, 2), torch.roll(lab, 4, 2)
     assert float(loss(lab, lab)) < 1e-4 < float(loss(lab, near)) < float(loss(lab, far))
     assert float(label_loss(None)(lab, far)) > 0
+
+
+def test_centroid_term_keeps_a_gradient_where_dice_has_none():
+    lab = torch.zeros(1, 1, 16, 16, 16)
+    lab[..., 2:4, 2:4, 2:4] = 1
+    moved = torch.roll(lab, 9, 2).requires_grad_(True)  # no overlap at all: plain Dice is flat here
+    loss = label_loss(None, centroid_weight=0.5)
+    value = loss(lab, moved)
+    assert float(value) == pytest.approx(1.0 + 0.5 * 9.0, abs=1e-3)
+    value.backward()
+    assert float(moved.grad.abs().sum()) > 0
+    assert isinstance(label_loss((0, 1)), type(label_loss((0, 1), centroid_weight=0.0)))  # 0 -> Dice alone
+    with pytest.raises(ValueError, match="centroid_weight"):
+        label_loss(centroid_weight=-1.0)
+    with pytest.raises(ValueError, match="must match"):
+        CentroidDistanceLoss()(lab, lab[..., :8])
 
 
 def test_smoothness_penalties():
@@ -202,6 +218,30 @@ def test_moving_keys_feed_the_moving_mask_to_the_network_in_training_and_evaluat
     with pytest.raises(ValueError, match="moving_mask"):
         RegistrationIteration(label_loss(), moving_keys=keys)(type("E", (), {"state": type("S", (), {"device": "cpu"})(),
                                                                              "network": net})(), batch)
+
+
+def test_keypoint_loss_pulls_keypoints_to_the_gland_centroids():
+    from medrobust.registration.networks import GlobalLocalNet
+
+    torch.manual_seed(0)
+    net = GlobalLocalNet((16, 16, 16), num_channel_initial=2, global_depth=2, extract_levels=(0, 1, 2), num_keypoints=2)
+    batch = _pair_batch()
+    batch["moving_mask"], batch["fixed_mask"] = batch["moving_label"].clone(), batch["fixed_label"].clone()
+    it = RegistrationIteration(label_loss((0, 1)), keypoint_weight=1.0)
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=30, train_data_loader=[batch], network=net,
+                                optimizer=torch.optim.Adam(net.parameters(), 1e-2), loss_function=label_loss(),
+                                iteration_update=it)
+    first = []
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: first.append(e.state.output["keypoint_loss"]))
+    trainer.run()
+    assert first[-1] < 0.5 * first[0] and first[-1] < 2.0  # voxels from the glands' centroids
+    with pytest.raises(ValueError, match="keypoints"):
+        RegistrationIteration(label_loss(), keypoint_weight=1.0)._keypoint_loss(
+            LocalNet(spatial_dims=3, in_channels=2, out_channels=3, num_channel_initial=2, extract_levels=(0, 1)), batch, "cpu")
+    with pytest.raises(ValueError, match="keypoint_weight"):
+        RegistrationIteration(label_loss(), keypoint_weight=-1.0)
 
 
 def test_iteration_checks_its_arguments():
