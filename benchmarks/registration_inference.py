@@ -23,9 +23,16 @@ from monai.networks.blocks import Warp
 
 from medrobust.registration.engine import register
 
-__all__ = ["build_network", "time_inference"]
+__all__ = ["NETWORKS", "build_network", "time_inference"]
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mrus_registration"
+PAPER = {"global_stage": "none", "moving_mask_input": False, "keypoint_weight": 0.0}  # Hu et al.'s image-only LocalNet
+# (row name, weights folder under the bundle's runs/, config overrides it was trained with)
+NETWORKS = [
+    ("keypoint stage alone", "compare_keypoints_only/none", {"local_stage": False}),
+    *[(f"keypoints + LocalNet, regulariser {r}", f"compare/{r}", {}) for r in ("none", "diffusion", "bending", "adversarial")],
+    ("image-only LocalNet (paper), bending", "compare_paper/bending", PAPER),
+]
 
 
 def build_network(weights: Path | None = None, **overrides) -> torch.nn.Module:
@@ -44,7 +51,8 @@ def build_network(weights: Path | None = None, **overrides) -> torch.nn.Module:
 def time_inference(net: torch.nn.Module, shape=(24, 32, 24), n_labels: int = 6, repeats: int = 20) -> dict[str, float]:
     """Seconds per pair (network + label warp), batch 1: best/median CPU and wall time over ``repeats``."""
     gen = torch.Generator().manual_seed(0)
-    mov, fix = torch.rand(1, 1, *shape, generator=gen), torch.rand(1, 1, *shape, generator=gen)
+    moving_channels = getattr(net, "in_channels", 2) - 1  # image (+ gland mask)
+    mov, fix = torch.rand(1, moving_channels, *shape, generator=gen), torch.rand(1, 1, *shape, generator=gen)
     labels = (torch.rand(1, n_labels, *shape, generator=gen) > 0.5).float()
     warp = Warp(mode="bilinear", padding_mode="zeros")
 
@@ -71,11 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=BUNDLE / "runs" / "benchmarks" / "inference.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    compare = BUNDLE / "runs" / "compare"
     results = {}
-    for reg in ("none", "diffusion", "bending", "adversarial"):
-        weights = compare / reg / "model.pt"
-        results[reg] = time_inference(build_network(weights if weights.is_file() else None), repeats=args.repeats)
+    for name, folder, overrides in NETWORKS:
+        weights = BUNDLE / "runs" / folder / "model.pt"
+        results[name] = time_inference(build_network(weights if weights.is_file() else None, **overrides), repeats=args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))  # noqa: T201 (a command-line script)

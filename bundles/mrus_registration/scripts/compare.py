@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse_models", action="store_true",
                    help="evaluate an existing OUT/<regulariser>/model.pt (a finished run) instead of training again")
     p.add_argument("--no_readme", action="store_true", help="do not rewrite docs/README.md")
+    p.add_argument("--include", action="append", default=[], metavar="LABEL=RESULTS_JSON#ROW",
+                   help="add a row from another run's results.json to the table (e.g. a reference configuration "
+                        "trained with --override into another --out)")
     args = p.parse_args(argv)
     args.command = "python bundles/mrus_registration/scripts/compare.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -200,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
 def _publish(results: dict, args) -> None:
     order = ["no registration", "mean training translation", "none", "diffusion", "bending", "adversarial"]
     ordered = {k: results[k] for k in sorted(results, key=lambda k: order.index(k) if k in order else len(order))}
+    for item in args.include:
+        label, sep, ref = item.partition("=")
+        path, sep2, row = ref.partition("#")
+        if not (sep and sep2):
+            raise SystemExit(f"--include must be LABEL=RESULTS_JSON#ROW, got {item!r}")
+        other = json.loads(Path(path).read_text())
+        if row not in other:
+            raise SystemExit(f"--include: {path} has no row {row!r} (rows: {sorted(other)})")
+        ordered[label] = other[row]
     table = _table(ordered, args)
     (args.out / "table.md").write_text(table)
     if not args.no_readme:

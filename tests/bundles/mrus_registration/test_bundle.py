@@ -91,9 +91,11 @@ def test_split_groups_match_the_shared_data(shared_data):
 @pytest.mark.slow
 def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     root, split = sample_pairs
+    # no spatial augmentation: 40 steps are meant to fit the two training pairs, not to generalise
     common = dict(dataset_dir=str(root), split_file=str(split), ckpt_dir=str(tmp_path / "models"),
                   output_dir=str(tmp_path / "runs"), num_threads=1, batch_size=2, learning_rate=0.003,
-                  **{"fe#n_per_case": 2, "fe#cache_dir": str(tmp_path / "fe")})
+                  **{"fe#n_per_case": 2, "fe#cache_dir": str(tmp_path / "fe"), "augment#translate_range": [0, 0, 0],
+                     "augment#rotate_range": [0, 0, 0], "augment#scale_range": [0, 0, 0]})
     # 1a. the adversarial configuration end to end: FE bank from the training labels, D trained alongside
     wf = _workflow(["train.json"], max_epochs=2, regulariser="adversarial", **common)
     wf.run()
