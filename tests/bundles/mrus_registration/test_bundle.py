@@ -71,6 +71,11 @@ def test_verify_net_in_out():
                       config_file=str(CONFIGS / "inference.json"), device="cpu", bundle_root=str(BUNDLE))
 
 
+def test_shipped_weights_load_into_the_inference_network():
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    _network().load_state_dict(state)  # strict: the shipped checkpoint matches configs/inference.json
+
+
 def test_split_is_declared_and_keeps_duplicate_scans_together():
     split = json.loads((CONFIGS / "split.json").read_text())
     assert not set(split["train"]) & set(split["test"]) and len(split["test"]) == 4 and len(split["train"]) == 12
