@@ -63,12 +63,14 @@ def bspline_ddf(moving: torch.Tensor, fixed: torch.Tensor, spacing: np.ndarray, 
     Returns the voxel DDF ``(3, *S)`` and whether the B-spline stage ran; when ITK gives up (e.g.
     "All samples map outside moving image buffer" after a diverged rigid stage) the rigid result is
     returned and flagged. ``rigid_only`` stops after the rigid stage (a reference row). Settings
-    (rigid: regular-step gradient descent, step 0.25, 200 iterations; B-spline: 3^3 mesh, L-BFGS-B, 50
-    iterations) were chosen on the 12 *training* pairs, never on the test pairs.
+    (rigid: regular-step gradient descent, step 0.05, 100 iterations; B-spline: 3^3 mesh, L-BFGS-B, 50
+    iterations) were chosen on the 12 *training* pairs, never on the test pairs: training TRE median
+    15.06 mm unregistered -> 11.32 (rigid, step 0.05) vs 13.58 (step 0.25), 17.91 (MOMENTS initialiser),
+    10.67 (translation only, step 0.1).
     """
     f, m = _sitk(fixed, spacing), _sitk(moving, spacing)
     r = _method(seed)
-    r.SetOptimizerAsRegularStepGradientDescent(learningRate=0.25, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5)
+    r.SetOptimizerAsRegularStepGradientDescent(learningRate=0.05, minStep=1e-4, numberOfIterations=100, relaxationFactor=0.5)
     r.SetOptimizerScalesFromPhysicalShift()
     r.SetInitialTransform(sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                                             sitk.CenteredTransformInitializerFilter.GEOMETRY))

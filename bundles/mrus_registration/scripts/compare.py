@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="add a row from another run's results.json to the table (e.g. a reference configuration "
                         "trained with --override into another --out)")
     args = p.parse_args(argv)
-    args.command = "python bundles/mrus_registration/scripts/compare.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    args.command = "python bundles/mrus_registration/scripts/compare.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)

@@ -180,8 +180,8 @@ def test_ckpt_export_traced(tmp_path):
     # LocalNet does not script (list comprehensions over modules); tracing is exact for this static graph
     ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
                 meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
-                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 2, 24, 32, 24])
+                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 3, 24, 32, 24])
     ts = torch.jit.load(str(tmp_path / "model.ts"))
-    x = torch.rand(1, 2, 24, 32, 24)
+    x = torch.rand(1, 3, 24, 32, 24)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-4)
