@@ -1,4 +1,4 @@
-"""Registration networks: a global stage (translation or affine) then MONAI's LocalNet, composed into one DDF.
+"""Registration networks: a global stage (keypoints, translation or affine) then MONAI's LocalNet, composed into one DDF.
 
 With a dozen training pairs a dense network alone memorises each pair's global offset instead of
 reading it from the images (on mrus_dev it lowered training TRE and raised test TRE). The
@@ -14,8 +14,9 @@ Global stages:
   moving-minus-fixed keypoint offset (KeyMorph, Yu et al., MIDL 2022, reduced to a translation).
   Shift an input and its keypoints shift with it (up to the UNet's strides and borders), so the
   stage cannot simply memorise a training pair's offset; it has to find the same anatomy in both
-  images. On the mrus_dev validation split it was
-  the only global stage that beat no registration.
+  images. With the keypoint loss of :class:`~medrobust.registration.engine.RegistrationIteration`
+  and the MR gland mask as input it gave the lowest TRE on the mrus_dev validation split (11.4 mm
+  vs 15.6 mm unregistered; the regressor below reached 12.7-17.8 mm).
 - ``"translation"``: MONAI ``Regressor`` (instance norm) -> 3 numbers -> ``tanh`` bounded shift
   (``max_translation`` voxels). Bounded and low-dimensional: on 7-12 training pairs MONAI's
   ``GlobalNet`` affine head (12 unbounded numbers, rotation about the array corner, BatchNorm)
