@@ -39,10 +39,12 @@ def meta_schema() -> Path:
     return p
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
     """The suite's models are tiny: one intra-op thread is faster than two, and far faster on a
-    loaded 2-core machine where OpenMP threads spin against other processes. Restored after."""
+    loaded 2-core machine where OpenMP threads spin against other processes (small 3-D training
+    steps took ~6x the CPU time). Per test, because bundle workflows may set their own
+    ``num_threads``; restored after."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
