@@ -23,19 +23,8 @@ import torch
 
 BUNDLE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BUNDLE.parents[1]))  # the repository root, for benchmarks.*
-
-
-START, END = "<!-- robustness:start -->", "<!-- robustness:end -->"
-
-
-def write_readme_table(table: str) -> None:
-    """Replace the text between the robustness markers of the bundle's ``docs/README.md``."""
-    readme = BUNDLE / "docs" / "README.md"
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise RuntimeError(f"{readme} has no {START} ... {END} markers.")
-    pre, rest = text.split(START, 1)
-    readme.write_text(pre + START + "\n" + table + END + rest.split(END, 1)[1])
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
+from readme_table import write_marked  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
               f"`python bundles/mrus_registration/scripts/robustness_sweep.py {' '.join(argv if argv is not None else sys.argv[1:])}`."]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if not args.no_readme:
-        write_readme_table("\n".join(lines) + "\n")
+        write_marked("\n".join(lines) + "\n", "robustness")
     print("\n".join(lines))  # noqa: T201 (a command-line script)
     return 0
 

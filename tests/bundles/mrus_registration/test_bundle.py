@@ -185,3 +185,17 @@ def test_ckpt_export_traced(tmp_path):
     x = torch.rand(1, 3, 24, 32, 24)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_generated_tables_go_between_their_markers(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_table", BUNDLE / "scripts" / "readme_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\noutro\n")
+    mod.write_marked("| new |\n", "t", readme)
+    assert readme.read_text() == "intro\n<!-- t:start -->\n| new |\n<!-- t:end -->\noutro\n"
+    with pytest.raises(RuntimeError, match="markers"):
+        mod.write_marked("x", "missing", readme)
