@@ -46,6 +46,8 @@ import torch
 from monai.networks.blocks import Warp
 from monai.networks.nets import GlobalNet, LocalNet, Regressor, UNet
 
+from medrobust.registration.losses import label_centroids_voxels
+
 __all__ = ["GLOBAL_STAGES", "compose_affine_ddf", "soft_centroids", "KeypointTranslationNet", "TranslationNet", "GlobalLocalNet"]
 
 GLOBAL_STAGES = ("none", "keypoints", "translation", "affine")
@@ -77,11 +79,8 @@ def compose_affine_ddf(global_ddf: torch.Tensor, local_ddf: torch.Tensor) -> tor
 
 def soft_centroids(logits: torch.Tensor) -> torch.Tensor:
     """Spatial-softmax centroid of each channel, in voxel indices: ``(B, K, *spatial)`` -> ``(B, K, N)``."""
-    n = logits.ndim - 2
-    prob = torch.softmax(logits.flatten(2).float(), dim=-1)  # (B, K, V)
-    axes = torch.meshgrid(*[torch.arange(s, dtype=prob.dtype, device=prob.device) for s in logits.shape[2:]], indexing="ij")
-    coords = torch.stack([a.reshape(-1) for a in axes], dim=-1)  # (V, N)
-    return (prob @ coords).reshape(*logits.shape[:2], n)
+    prob = torch.softmax(logits.flatten(2).float(), dim=-1).reshape(logits.shape)
+    return label_centroids_voxels(prob)
 
 
 class KeypointTranslationNet(torch.nn.Module):
