@@ -90,7 +90,16 @@ def test_split_groups_match_the_shared_data(shared_data):
     root = shared_data / "mrus_dev"
     if not root.is_dir():
         pytest.skip(f"{root} not found")
-    assert moving_image_groups(root) == json.loads((CONFIGS / "split.json").read_text())["groups"]
+    # the data ships its own grouping (pairs that share an MR volume): ours must find the same groups
+    by_mr: dict[str, list[str]] = {}
+    for row in csv.DictReader(open(root / "pairs_by_mr.csv")):
+        by_mr.setdefault(row["mr_group"], []).append(row["pair"])
+    assert moving_image_groups(root) == sorted(by_mr.values())
+    # and the declared split never separates a group (restricted to the pairs the split covers)
+    split = json.loads((CONFIGS / "split.json").read_text())
+    for group in by_mr.values():
+        inside = set(group) & (set(split["train"]) | set(split["test"]))
+        assert inside <= set(split["train"]) or inside <= set(split["test"]), group
 
 
 @pytest.mark.slow
