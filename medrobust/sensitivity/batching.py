@@ -28,7 +28,7 @@ import torch
 from medrobust.models import LoadedModel
 from medrobust.perturbations.registry import PerturbationContext, PerturbationFamily, get_family, sample_seed
 from medrobust.sensitivity.cnr import RoiSampler
-from medrobust.sensitivity.preprocess import BOUNDS, to_model_input
+from medrobust.data.preprocess import BOUNDS, to_model_input
 from medrobust.sensitivity.store import ResultsStore, format_float
 
 __all__ = ["Case", "BatchedSweep", "perturb_for_model"]

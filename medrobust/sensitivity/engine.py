@@ -2,7 +2,7 @@
 
 For every image of a dataset, every family and every severity: perturb the image at its
 native resolution in the ``[0, 1]`` perturbation space (see
-:mod:`medrobust.sensitivity.preprocess`), resize to the model input, and record p(positive)
+:mod:`medrobust.data.preprocess`), resize to the model input, and record p(positive)
 and the predicted class. Work is batched: images of the same native shape are grouped (at
 most ``batch_size`` and ``max_buffer_pixels`` at a time), each family/severity is applied to
 chunks of that group (at most ``max_chunk_pixels`` native pixels per call, so full-field
@@ -38,7 +38,7 @@ from medrobust.models import LoadedModel, file_sha256, load_model
 from medrobust.perturbations.registry import get_family
 from medrobust.sensitivity.batching import BatchedSweep, Case, perturb_for_model
 from medrobust.sensitivity.cnr import RoiSampler, find_mask, load_roi_mask
-from medrobust.sensitivity.preprocess import match_spatial_dims, normalise_image
+from medrobust.data.preprocess import match_spatial_dims, normalise_image
 from medrobust.sensitivity.store import ResultsStore
 
 __all__ = ["DEFAULT_FAMILIES", "ENGINE_VERSION", "SensitivityResult", "resolve_plan", "run_sensitivity", "perturb_for_model"]

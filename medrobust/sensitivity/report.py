@@ -86,7 +86,7 @@ def example_panels(
     the Fourier filters (centred on ``crop_centre``, e.g. the ROI, when given). ``x: (C, *native)``
     in ``[0, 1]``; same seeds as the sweep."""
     from medrobust.sensitivity.batching import perturb_for_model
-    from medrobust.sensitivity.preprocess import to_model_input
+    from medrobust.data.preprocess import to_model_input
 
     xb = x[None].to(model.device)
     with torch.inference_mode():
@@ -112,7 +112,7 @@ def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedMode
     """``(case_id, x, roi_centre)`` of the case to illustrate, preferring a positive calcification case."""
     from medrobust.data import load_image, scan_dataset
     from medrobust.sensitivity.cnr import find_mask, load_roi_mask
-    from medrobust.sensitivity.preprocess import match_spatial_dims, normalise_image
+    from medrobust.data.preprocess import match_spatial_dims, normalise_image
 
     cases = predictions.drop_duplicates("case_id")
     if cases.empty:

@@ -88,7 +88,7 @@ def _parse_label_map(text: str | None) -> dict[int, int] | None:
 
 def load_inputs(args: argparse.Namespace, model: Any) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """``(x (N, C, *spatial) in [0, 1], labels (N,) or None, case ids)`` at the model's input shape."""
-    from medrobust.sensitivity.preprocess import match_spatial_dims, normalise_image, to_model_input
+    from medrobust.data.preprocess import match_spatial_dims, normalise_image, to_model_input
 
     path = Path(args.data)
     if not path.exists():

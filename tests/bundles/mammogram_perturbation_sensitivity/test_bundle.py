@@ -142,7 +142,7 @@ def test_preprocessing_matches_sensitivity_engine(tiny_data):
     from monai.bundle import ConfigParser
 
     from medrobust.data import load_image, scan_dataset
-    from medrobust.sensitivity.preprocess import normalise_image, to_model_input
+    from medrobust.data.preprocess import normalise_image, to_model_input
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medrobust.sensitivity.preprocess import adapt_channels, match_spatial_dims, normalise_image, to_model_input
+from medrobust.data.preprocess import adapt_channels, match_spatial_dims, normalise_image, to_model_input
 
 
 def test_normalise_min_max_and_errors() -> None:
