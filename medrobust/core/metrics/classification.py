@@ -11,12 +11,21 @@ Inputs are model outputs ``(B, K)`` (logits; a single logit ``(B, 1)`` for binar
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from monai.metrics import calibration_binning, compute_roc_auc
+from numpy.typing import ArrayLike
 
 from medrobust.core.metrics._utils import class_logits
 
-__all__ = ["class_probabilities", "accuracy", "roc_auc", "expected_calibration_error", "classification_metrics"]
+__all__ = [
+    "class_probabilities",
+    "accuracy",
+    "binary_auc",
+    "roc_auc",
+    "expected_calibration_error",
+    "classification_metrics",
+]
 
 
 def _check(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +56,31 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((z.argmax(1) == y).float().mean()) if y.numel() else float("nan")
 
 
+def binary_auc(scores: ArrayLike, positive: ArrayLike) -> float:
+    """ROC AUC of ``scores`` ``(N,)`` against binary labels ``positive`` ``(N,)`` (MONAI; ties count 1/2).
+
+    The one array-level AUC of the package (score -> AUC of a detector, p(positive) -> AUC of a
+    classifier); NaN when only one class is present.
+
+    Raises:
+        ValueError: ``scores`` and ``positive`` differ in length, or ``positive`` holds values
+            other than 0/1 (or False/True).
+
+    Example:
+        >>> binary_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+        0.75
+    """
+    s, y = (torch.as_tensor(v.detach().cpu() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64))
+            .double().reshape(-1) for v in (scores, positive))
+    if s.shape != y.shape:
+        raise ValueError(f"scores has {s.numel()} values for {y.numel()} labels (positive); they must match.")
+    if y.numel() and not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(f"positive must hold binary labels (0/1), got values {sorted(set(y.unique().tolist()))[:5]}.")
+    if y.numel() == 0 or bool((y == y[0]).all()):
+        return float("nan")
+    return float(compute_roc_auc(s, y))
+
+
 def roc_auc(logits: torch.Tensor, y: torch.Tensor) -> float:
     """ROC AUC: binary uses ``p(class 1)``; multi-class is the macro one-vs-rest mean (MONAI).
 
@@ -57,7 +91,7 @@ def roc_auc(logits: torch.Tensor, y: torch.Tensor) -> float:
         return float("nan")
     p = torch.softmax(z, dim=1)
     if p.shape[1] == 2:
-        return float(compute_roc_auc(p[:, 1], y.float()))
+        return binary_auc(p[:, 1], y)
     onehot = torch.nn.functional.one_hot(y, p.shape[1]).float()
     present = onehot.sum(0) > 0  # MONAI returns NaN-free macro only over classes that occur
     return float(compute_roc_auc(p[:, present], onehot[:, present]))

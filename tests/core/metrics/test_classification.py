@@ -64,3 +64,17 @@ def test_bad_inputs():
         roc_auc(torch.zeros(3, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="num_bins"):
         expected_calibration_error(torch.zeros(3, 2), torch.tensor([0, 1, 0]), num_bins=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_auc_matches_sklearn_with_ties(seed):
+    from medrobust.core.metrics.classification import binary_auc
+
+    rng = np.random.default_rng(seed)
+    scores, labels = rng.integers(0, 4, 40).astype(float), rng.integers(0, 2, 40)  # many ties
+    assert binary_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
+    assert np.isnan(binary_auc(scores, np.ones(40)))
+    with pytest.raises(ValueError, match="positive must hold binary"):
+        binary_auc(scores, labels * 2)
+    with pytest.raises(ValueError, match="must match"):
+        binary_auc(scores[:3], labels)
