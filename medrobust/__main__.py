@@ -1,3 +1,5 @@
+"""``python -m medrobust``: the same as the ``medrobust`` command."""
+
 import sys
 
 from medrobust.cli import main

@@ -1,7 +1,8 @@
 """Finite-element (scikit-fem) simulation of TRUS-probe prostate motion for MR-TRUS registration.
 
 ``fem`` (mesh, solve, exact P1 evaluation), ``motion`` (materials, probe loading, rigid motion,
-dense DDF), ``bank`` (seeded, cached batches) and ``cli`` (``medrobust simulate``).
+dense DDF) and ``bank`` (seeded, cached batches); the ``medrobust simulate`` command is
+:mod:`medrobust.commands.simulate`.
 """
 
 from __future__ import annotations

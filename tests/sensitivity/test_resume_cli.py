@@ -115,13 +115,13 @@ def test_cli_torchscript_run_and_errors(tmp_path: Path, builders, capsys) -> Non
     ],
 )
 def test_parse_severities(given, expected) -> None:
-    from medrobust.sensitivity.cli import parse_severities
+    from medrobust.commands.sensitivity import parse_severities
 
     assert parse_severities(given) == expected
 
 
 def test_parse_severities_errors() -> None:
-    from medrobust.sensitivity.cli import parse_severities
+    from medrobust.commands.sensitivity import parse_severities
 
     with pytest.raises(ValueError, match="not both"):
         parse_severities(["1", "fourier_lowpass=2"])

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-__all__ = ["add_parser", "parse_severities", "main"]
+from medrobust.commands._common import UserError, check_out_dir, common_parent, positive_int
+
+__all__ = ["add_parser", "parse_severities", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,41 +65,38 @@ def _list_families() -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep (or list the families) from the parsed command line; returns the exit status."""
     if args.list_families:
         return _list_families()
     missing = [flag for flag, value in (("--model", args.model), ("--data", args.data), ("--out", args.out)) if not value]
     if missing:
-        print(f"medrobust sensitivity: error: {', '.join(missing)} required (or --list-families)", file=sys.stderr)
-        return 2
+        raise UserError(f"{', '.join(missing)} required (or --list-families)")
+    severities = parse_severities(args.severities)
+    out = check_out_dir(args.out)
     from medrobust.sensitivity.engine import run_sensitivity
-    from medrobust.sensitivity.store import RunIdentityError
 
-    try:
-        result = run_sensitivity(
-            args.model,
-            args.data,
-            args.out,
-            labels=args.labels,
-            families=args.families,
-            severities=parse_severities(args.severities),
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
-            network_config=args.network_config,
-            input_size=args.input_size,
-            in_channels=args.in_channels,
-            positive_class=args.positive_class,
-            activation=args.activation,
-            roi_masks=None if str(args.roi_masks).lower() == "none" else args.roi_masks,
-            ring_width=args.ring_width,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            examples=not args.no_examples,
-        )
-    except (FileNotFoundError, RunIdentityError, ValueError) as e:
-        print(f"medrobust sensitivity: error: {e}", file=sys.stderr)
-        return 2
+    result = run_sensitivity(
+        args.model,
+        args.data,
+        out,
+        labels=args.labels,
+        families=args.families,
+        severities=severities,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        network_config=args.network_config,
+        input_size=args.input_size,
+        in_channels=args.in_channels,
+        positive_class=args.positive_class,
+        activation=args.activation,
+        roi_masks=None if str(args.roi_masks).lower() == "none" else args.roi_masks,
+        ring_width=args.ring_width,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        examples=not args.no_examples,
+    )
     logger.info(
         "%d predictions (%d computed now) for %d cases; %d skipped files; report: %s",
         len(result.predictions), result.n_computed, result.predictions["case_id"].nunique(), len(result.errors), result.report,
@@ -115,16 +113,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "summary metrics (flip rate, mean |delta p|, AUC, KS), plots and report.md. Resumable: run again with "
         "the same arguments to finish an interrupted run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        parents=[common_parent()],
     )
-    p.add_argument("--model", help="MONAI bundle dir | TorchScript file (.ts/.pt) | state dict (with --network-config)")
+    req = p.add_argument_group("required (unless --list-families)")
+    req.add_argument("--model", help="MONAI bundle dir | TorchScript file (.ts/.pt) | state dict (with --network-config)")
     p.add_argument("--network-config", help="JSON/YAML network config (_target_ or network_def) for a state dict")
     p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="model input spatial size, e.g. 256 256 (TorchScript)")
     p.add_argument("--in-channels", type=int, help="model input channels (default: bundle metadata or first conv)")
-    p.add_argument("--data", help="dataset folder (DICOM / NIfTI / PNG)")
+    req.add_argument("--data", help="dataset folder (DICOM / NIfTI / PNG)")
+    req.add_argument("--out", help="run folder (resumed when it holds the same run)")
     p.add_argument("--labels", help="labels CSV: case_id (or file), label, optional subgroup")
     p.add_argument("--families", nargs="+", metavar="NAME", help="perturbation families (default: noise, Fourier noise/low/high-pass, blur)")
     p.add_argument("--severities", nargs="+", metavar="S", help="severities for all families (0 0.5 1) or per family (fourier_lowpass=0,1,4)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch (does not change results)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (does not change results)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the per-sample generators")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--positive-class", type=int, default=1, help="class index of the positive class (K >= 2 outputs)")
@@ -136,23 +137,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "auto: DATA/masks when present; none: off",
     )
     p.add_argument("--ring-width", type=int, default=5, help="background ring width (pixels) for the ROI CNR")
-    p.add_argument("--out", help="run folder (resumed when it holds the same run)")
     p.add_argument("--overwrite", action="store_true", help="replace a run with different settings in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-examples", action="store_true", help="skip the example-perturbation figure")
     p.add_argument("--list-families", action="store_true", help="list the perturbation families and exit")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=run)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the subcommand standalone (``python -m medrobust.sensitivity.cli ...``)."""
-    parser = argparse.ArgumentParser(prog="medrobust")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sensitivity", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

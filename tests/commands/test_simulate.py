@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medrobust.simulation import cli
+from medrobust.commands import simulate as cli
 
 
 def _parse(argv):
@@ -43,7 +43,18 @@ def test_simulate_writes_ddfs_csv_and_cache(tmp_path):
     assert not np.array_equal(np.asarray(img.dataobj), np.asarray(nib.load(out / "sim_0001.nii.gz").dataobj))
 
 
-def test_simulate_rejects_bad_n(tmp_path):
-    args = _parse(["simulate", "--n", "0", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--n must be"):
-        args.func(args)
+@pytest.mark.parametrize("n", ["0", "-3", "two"])
+def test_simulate_rejects_bad_n(tmp_path, capsys, n):
+    from medrobust.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--n", n, "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--n: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_simulate_config_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        cli.SimulateConfig(n=0, out=tmp_path)
+    with pytest.raises(ValueError, match="spacing and element_size must be > 0"):
+        cli.SimulateConfig(n=1, out=tmp_path, spacing=0.0)
