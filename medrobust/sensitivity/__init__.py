@@ -24,8 +24,8 @@ _EXPORTS = {
     "run_sensitivity": "engine",
     "ResultsStore": "store",
     "RunIdentityError": "store",
-    "summarize": "summary",
-    "summarize_cnr": "summary",
+    "summarise": "summary",
+    "summarise_cnr": "summary",
 }
 
 __all__ = list(_EXPORTS)

@@ -27,6 +27,7 @@ import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,9 @@ from medrobust.sensitivity.batching import BatchedSweep, Case, perturb_for_model
 from medrobust.sensitivity.cnr import RoiSampler, find_mask, load_roi_mask
 from medrobust.data.preprocess import match_spatial_dims, normalise_image
 from medrobust.sensitivity.store import ResultsStore
+
+if TYPE_CHECKING:
+    from medrobust.sensitivity.report import ReportOptions
 
 __all__ = ["DEFAULT_FAMILIES", "ENGINE_VERSION", "SensitivityResult", "resolve_plan", "run_sensitivity", "perturb_for_model"]
 
@@ -178,6 +182,7 @@ def run_sensitivity(
     examples: bool = True,
     max_chunk_pixels: int = 1 << 24,
     max_buffer_pixels: int = 1 << 25,
+    report_options: ReportOptions | Mapping[str, Any] | None = None,
 ) -> SensitivityResult:
     """Run (or resume) a perturbation-sensitivity sweep and write its results to ``out``.
 
@@ -206,6 +211,9 @@ def run_sensitivity(
         examples: include the example-perturbation grid in the report.
         max_chunk_pixels: most native pixels (x channels) perturbed in one family call.
         max_buffer_pixels: most native pixels of loaded images held while grouping by shape.
+        report_options: what the report illustrates (example case subgroup, cropped families,
+            CNR table families): a :class:`~medrobust.sensitivity.report.ReportOptions` or a
+            mapping of its fields (a bundle config passes its own); default: no preference.
 
     Returns:
         :class:`SensitivityResult`.
@@ -284,9 +292,9 @@ def run_sensitivity(
         raise
     predictions = store.read_predictions()
     errors = store.read_errors()
-    from medrobust.sensitivity.summary import summarize
+    from medrobust.sensitivity.summary import summarise
 
-    summary = summarize(predictions, plan=plan)
+    summary = summarise(predictions, plan=plan)
     report_path = None
     if report:
         from medrobust.sensitivity.report import write_outputs
@@ -294,7 +302,7 @@ def run_sensitivity(
         report_path = write_outputs(
             store.out, predictions=predictions, summary=summary, errors=errors, cnr=store.read_cnr(),
             manifest=store.manifest, plan=plan, model=loaded, data_root=data_root, seed=int(seed),
-            examples=examples,
+            examples=examples, options=report_options,
         )
     store.finish(n_predictions=len(predictions), n_errors=len(errors), n_cases=int(predictions["case_id"].nunique()))
     return SensitivityResult(Path(out), predictions, summary, errors, n_computed, resumed, report_path)

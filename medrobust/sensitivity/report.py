@@ -3,7 +3,14 @@
 Everything here reads what the sweep stored (predictions, errors, CNR rows, manifest) and
 never a DICOM header: the only per-case text in any output is the de-identified case id.
 
+What the report dwells on (which case illustrates the families, which families get
+native-resolution crops, which families the CNR table lists) is a :class:`ReportOptions`: the
+library has no favourite dataset; a bundle passes its own (the mammogram bundle's
+``configs/sensitivity.json`` prefers a calcification case and the Fourier filters).
+
 Example:
+    >>> ReportOptions.from_any({"example_subgroup": "calc", "crop_families": ["fourier_lowpass"]})
+    ReportOptions(example_subgroup='calc', crop_families=('fourier_lowpass',), cnr_families=None)
     >>> write_outputs(Path("runs/demo"), predictions=..., summary=..., ...)  # doctest: +SKIP
 """
 
@@ -12,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +32,64 @@ import torch.nn.functional as F
 from medrobust.models import LoadedModel
 from medrobust.perturbations.registry import get_family, sample_seed
 from medrobust.sensitivity.plots import plot_cnr_curves, plot_example_grid, plot_family_curves
-from medrobust.sensitivity.summary import summarize_cnr
+from medrobust.sensitivity.summary import summarise_cnr
 
-__all__ = ["write_outputs", "example_panels", "markdown_table"]
+__all__ = ["ReportOptions", "write_outputs", "example_panels", "markdown_table"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the report illustrates; the defaults favour no dataset and no family.
+
+    Args:
+        example_subgroup: the example grid shows a labelled-positive case whose subgroup contains
+            this text (case-insensitive) when there is one; ``None``: any positive case first.
+        crop_families: families also drawn as native-resolution crops (fine detail that a
+            downsampled panel hides, e.g. Fourier filters on a large mammogram); 2-D only.
+        cnr_families: families listed in the report's CNR table (``None``: all; the rest stay in
+            ``summary.json`` and the figure).
+    """
+
+    example_subgroup: str | None = None
+    crop_families: tuple[str, ...] = ()
+    cnr_families: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_families", _names(self.crop_families, "crop_families"))
+        if self.cnr_families is not None:
+            object.__setattr__(self, "cnr_families", _names(self.cnr_families, "cnr_families"))
+        if self.example_subgroup is not None and not isinstance(self.example_subgroup, str):
+            raise TypeError(f"example_subgroup should be a string or None, got {type(self.example_subgroup).__name__}.")
+
+    @classmethod
+    def from_any(cls, options: ReportOptions | Mapping[str, Any] | None) -> ReportOptions:
+        """``None`` -> defaults; a mapping (a bundle config entry) -> options, unknown keys refused.
+
+        Raises:
+            ValueError: a mapping key that is not an option.
+            TypeError: neither None, a mapping nor :class:`ReportOptions`.
+        """
+        if options is None:
+            return cls()
+        if isinstance(options, cls):
+            return options
+        if isinstance(options, Mapping):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise ValueError(f"report_options: unknown keys {unknown}; expected some of {sorted(known)}.")
+            return cls(**dict(options))
+        raise TypeError(f"report_options should be a ReportOptions, a mapping or None, got {type(options).__name__}.")
+
+
+def _names(value: Sequence[str] | str, arg: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{arg} should be family names (strings), got {list(value)!r}.")
+    return tuple(value)
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -81,9 +143,10 @@ def _crop_box(x: torch.Tensor, size: int, centre: tuple[int, int] | None = None)
 def example_panels(
     model: LoadedModel, x: torch.Tensor, case_id: str, plan: dict[str, tuple[float, ...]], seed: int,
     *, display_size: int = 320, crop_size: int = 160, crop_centre: tuple[int, int] | None = None,
+    crop_families: Sequence[str] = (),
 ) -> list[tuple[str, list[tuple[float, np.ndarray]]]]:
     """Rows of example images: one per family (whole image), plus native-resolution crops for
-    the Fourier filters (centred on ``crop_centre``, e.g. the ROI, when given). ``x: (C, *native)``
+    ``crop_families`` (centred on ``crop_centre``, e.g. the ROI, when given). ``x: (C, *native)``
     in ``[0, 1]``; same seeds as the sweep."""
     from medrobust.sensitivity.batching import perturb_for_model
     from medrobust.data.preprocess import to_model_input
@@ -100,7 +163,7 @@ def example_panels(
         for sev in grid:
             xp = xb if sev == 0 else perturb_for_model(fam, xb, sev, [sample_seed(case_id, name, sev, base_seed=seed)], model, target)
             row.append((sev, _display(xp[0], display_size)))
-            if box is not None and name.startswith("fourier_") and name.endswith("pass"):
+            if box is not None and name in crop_families:
                 crops.append((sev, xp[0].float().mean(0)[box].clamp(0, 1).cpu().numpy()))
         panels.append((name, row))
         if crops:
@@ -108,8 +171,10 @@ def example_panels(
     return panels
 
 
-def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedModel, roi_dir: Path | None = None):
-    """``(case_id, x, roi_centre)`` of the case to illustrate, preferring a positive calcification case."""
+def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedModel, roi_dir: Path | None = None,
+                   subgroup: str | None = None):
+    """``(case_id, x, roi_centre)`` of the case to illustrate: a labelled positive first, one whose
+    subgroup contains ``subgroup`` (case-insensitive) before the others."""
     from medrobust.data import load_image, scan_dataset
     from medrobust.sensitivity.cnr import find_mask, load_roi_mask
     from medrobust.data.preprocess import match_spatial_dims, normalise_image
@@ -119,8 +184,8 @@ def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedMode
         return None
     label = pd.to_numeric(cases["label"], errors="coerce")
     sub = cases["subgroup"].fillna("").astype(str).str.lower()
-    # prefer a positive calcification case: what the Fourier low-pass should degrade
-    rank = (label != 1).astype(int) * 2 + (~sub.str.contains("calc")).astype(int)
+    preferred = sub.str.contains(subgroup.lower(), regex=False) if subgroup else pd.Series(True, index=sub.index)
+    rank = (label != 1).astype(int) * 2 + (~preferred).astype(int)
     wanted = list(cases.assign(rank=rank.to_numpy()).sort_values(["rank", "case_id"])["case_id"].astype(str))
     items, _ = scan_dataset(data_root)
     by_id = {it.case_id: it for it in items}
@@ -159,11 +224,17 @@ def write_outputs(
     data_root: Path,
     seed: int,
     examples: bool = True,
+    options: ReportOptions | Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``summary.csv``, ``summary.json``, the PNG figures and ``report.md`` into ``out``."""
+    """Write ``summary.csv``, ``summary.json``, the PNG figures and ``report.md`` into ``out``.
+
+    ``options`` (:class:`ReportOptions` or a mapping of its fields) chooses the example case,
+    the cropped families and the CNR table's families.
+    """
     out = Path(out)
+    options = ReportOptions.from_any(options)
     summary.to_csv(out / "summary.csv", index=False)
-    cnr_summary = summarize_cnr(cnr)
+    cnr_summary = summarise_cnr(cnr)
     n_cases = int(predictions["case_id"].nunique()) if not predictions.empty else 0
     n_labelled = int(pd.to_numeric(predictions.drop_duplicates("case_id")["label"], errors="coerce").notna().sum()) if n_cases else 0
     info = {
@@ -185,9 +256,10 @@ def write_outputs(
     if examples and not predictions.empty:
         try:
             roi = ident.get("roi_masks")
-            first = _first_example(predictions, data_root, model, Path(roi) if roi else None)
+            first = _first_example(predictions, data_root, model, Path(roi) if roi else None, options.example_subgroup)
             if first is not None:
-                panels = example_panels(model, first[1], first[0], plan, seed, crop_centre=first[2])
+                panels = example_panels(model, first[1], first[0], plan, seed, crop_centre=first[2],
+                                        crop_families=options.crop_families)
                 example_fig = plot_example_grid(panels, out / "examples.png", title="example perturbations (columns: severity)")
         except Exception as e:  # a figure must not lose a finished sweep
             logger.warning("example grid not drawn: %s: %s", type(e).__name__, e)
@@ -249,9 +321,9 @@ def write_outputs(
             "",
         ]
         shown = cnr_summary[cnr_summary["subgroup"] == "all"]
-        if "fourier_lowpass" in set(shown["family"]):
-            shown = shown[shown["family"] == "fourier_lowpass"]
-            lines += ["Fourier low-pass (other families: summary.json and the figure):", ""]
+        if options.cnr_families is not None and set(options.cnr_families) & set(shown["family"]):
+            shown = shown[shown["family"].isin(options.cnr_families)]
+            lines += [f"{', '.join(options.cnr_families)} (other families: summary.json and the figure):", ""]
         lines += [markdown_table(shown[["family", "severity", "n", "mean_cnr", "mean_cnr_ratio"]]), ""]
         if cnr_fig is not None:
             lines += [f"![CNR]({cnr_fig.name})", ""]

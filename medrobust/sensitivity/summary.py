@@ -6,7 +6,7 @@ subgroup) with ``subgroup = "all"`` for every case:
 - ``flip_rate``: fraction of cases whose predicted class differs from the clean one;
 - ``mean_abs_delta_p``: mean ``|p - p_clean|`` of p(positive);
 - ``mean_p``: mean p(positive);
-- ``auc``: ROC AUC of p(positive) against ``label == positive_class`` (scikit-learn), when both
+- ``auc``: ROC AUC of p(positive) against ``label == positive_class`` (:func:`~medrobust.core.metrics.classification.binary_auc`), when both
   classes are present among the labelled cases;
 - ``ks``: two-sample Kolmogorov-Smirnov statistic between p(positive) of positives and
   negatives (``scipy.stats.ks_2samp``), the class separability of METHODS.md B2;
@@ -17,7 +17,7 @@ Example:
     >>> df = pd.DataFrame({"case_id": ["a", "b", "a", "b"], "family": ["f"] * 4, "severity": [0, 0, 1, 1],
     ...                    "p_positive": [0.9, 0.2, 0.4, 0.3], "predicted_class": [1, 0, 0, 0],
     ...                    "label": [1, 0, 1, 0], "subgroup": [None] * 4})
-    >>> s = summarize(df)
+    >>> s = summarise(df)
     >>> s[s.severity == 1].flip_rate.item(), s[s.severity == 0].auc.item()
     (0.5, 1.0)
 """
@@ -29,9 +29,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
-from sklearn.metrics import roc_auc_score
 
-__all__ = ["SUMMARY_COLUMNS", "summarize", "summarize_cnr", "metrics_for"]
+from medrobust.core.metrics.classification import binary_auc
+
+__all__ = ["SUMMARY_COLUMNS", "summarise", "summarise_cnr", "metrics_for"]
 
 SUMMARY_COLUMNS = (
     "family",
@@ -60,13 +61,13 @@ def metrics_for(p: np.ndarray, cls: np.ndarray, p0: np.ndarray, cls0: np.ndarray
         "flip_rate": float(np.mean(cls != cls0)) if len(p) else np.nan,
         "mean_abs_delta_p": float(np.mean(np.abs(p - p0))) if len(p) else np.nan,
         "mean_p": float(np.mean(p)) if len(p) else np.nan,
-        "auc": float(roc_auc_score(y.astype(int), pk)) if both else np.nan,
+        "auc": binary_auc(pk, y) if both else np.nan,
         "ks": float(ks_2samp(pk[y], pk[~y]).statistic) if both else np.nan,
         "accuracy": float(np.mean(cls[known] == label[known])) if known.any() else np.nan,
     }
 
 
-def summarize(
+def summarise(
     predictions: pd.DataFrame, *, plan: Mapping[str, Sequence[float]] | None = None, positive_class: int = 1
 ) -> pd.DataFrame:
     """Summary table (columns :data:`SUMMARY_COLUMNS`) from ``predictions.csv`` rows.
@@ -111,7 +112,7 @@ def summarize(
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
-def summarize_cnr(cnr: pd.DataFrame) -> pd.DataFrame:
+def summarise_cnr(cnr: pd.DataFrame) -> pd.DataFrame:
     """Mean ROI CNR per family x severity x subgroup, and its ratio to the clean CNR.
 
     Columns: ``family, severity, subgroup, n, mean_cnr, mean_cnr_ratio`` (ratio = CNR / clean

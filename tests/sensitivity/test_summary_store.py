@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medrobust.sensitivity import ResultsStore, RunIdentityError, resolve_plan, summarize, summarize_cnr
+from medrobust.sensitivity import ResultsStore, RunIdentityError, resolve_plan, summarise, summarise_cnr
 from medrobust.sensitivity.store import PREDICTION_COLUMNS
 
 
@@ -28,7 +28,7 @@ def _pred() -> pd.DataFrame:
 
 
 def test_summary_hand_computed() -> None:
-    s = summarize(_pred()).set_index(["severity", "subgroup"])
+    s = summarise(_pred()).set_index(["severity", "subgroup"])
     clean, pert = s.loc[(0.0, "all")], s.loc[(1.0, "all")]
     assert clean["auc"] == 1.0 and clean["ks"] == 1.0 and clean["flip_rate"] == 0 and clean["accuracy"] == 1.0
     assert pert["flip_rate"] == 0.5  # b and c flipped
@@ -43,15 +43,15 @@ def test_summary_hand_computed() -> None:
 
 def test_summary_without_labels_and_empty() -> None:
     df = _pred().assign(label=np.nan, subgroup=None)
-    s = summarize(df)
+    s = summarise(df)
     assert s["auc"].isna().all() and s["ks"].isna().all() and set(s["subgroup"]) == {"all"}
-    assert summarize(df.iloc[0:0]).empty
+    assert summarise(df.iloc[0:0]).empty
 
 
 def test_cnr_summary_ratio() -> None:
     cnr = pd.DataFrame({"case_id": ["a", "a", "b", "b"], "family": ["f"] * 4, "severity": [0.0, 2.0, 0.0, 2.0],
                         "cnr": [10.0, 5.0, 4.0, 1.0], "roi_pixels": [4] * 4, "subgroup": ["calc"] * 4})
-    s = summarize_cnr(cnr)
+    s = summarise_cnr(cnr)
     row = s[(s["severity"] == 2.0) & (s["subgroup"] == "all")].iloc[0]
     assert row["mean_cnr"] == 3.0 and row["mean_cnr_ratio"] == pytest.approx((0.5 + 0.25) / 2)
 
