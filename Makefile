@@ -1,20 +1,35 @@
 # Two entry points (see README): `make demo` runs the main job on the sample data,
 # `make test` runs the test suite. Both create .venv and install what they need.
+#
+# torch is installed first, on its own, so that no dependency can pull another (CUDA) build:
+#   TORCH_VERSION    the torch release to install (default 2.13.0)
+#   TORCH_INDEX_URL  the index to take it from; empty (default) uses pip's configured indexes,
+#                    where a local CPU wheel is found. On a machine with only the public index use
+#                    TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU-only wheel.
+# After the other dependencies are installed the Makefile checks that torch is still that build.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+EXTRAS ?= test,docs,dicom-codecs
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+TORCH_PIN := $(VENV)/torch-pin.txt
 
 .PHONY: install demo test sample-data bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	# torch first, pinned to the CPU wheel, so no dependency can pull a CUDA build.
-	$(BIN)/pip install "torch==2.13.0"
-	$(BIN)/pip install -e ".[test]"
+	# torch first, pinned, from TORCH_INDEX_URL when set, so no dependency can pull a CUDA build.
+	$(BIN)/pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)")
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(TORCH_PIN)
+	# the exact torch build (local tag included) is a constraint: pip fails rather than replace it.
+	$(BIN)/pip install -c $(TORCH_PIN) -e ".[$(EXTRAS)]"
 	# torchattacks declares torchvision without importing it: --no-deps keeps torch intact.
 	$(BIN)/pip install --no-deps "torchattacks==3.5.1"
+	$(BIN)/python -c "import sys, torch; want = open('$(TORCH_PIN)').read().strip().split('==')[1]; \
+		sys.exit(0 if torch.__version__ == want else f'torch changed during install: {want} -> {torch.__version__}')"
 	touch $(STAMP)
 
 install: $(STAMP)
