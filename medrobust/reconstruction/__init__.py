@@ -1,0 +1,36 @@
+"""MRI reconstruction: k-space data layer (FFT, masks, simulated acquisition, readers) and networks.
+
+Complex tensors carry a trailing (real, imaginary) axis of size 2 (MONAI convention); FFTs are
+orthonormal and centred (:mod:`medrobust.reconstruction.fft`). Data contract: RECON_API (team notes).
+
+Example:
+    >>> import torch
+    >>> from medrobust.reconstruction import simulate_kspace, undersampling_mask, zero_filled
+    >>> k, _ = simulate_kspace(torch.rand(2, 1, 32, 32), num_coils=4, generator=torch.Generator().manual_seed(0))
+    >>> m = undersampling_mask(32, acceleration=4, generator=torch.Generator().manual_seed(0))
+    >>> tuple(zero_filled(k, m).shape)
+    (2, 1, 32, 32)
+"""
+
+from __future__ import annotations
+
+from medrobust.reconstruction.fft import fft2c, ifft2c
+from medrobust.reconstruction.masks import FASTMRI_CENTER_FRACTIONS, ColumnMask, center_columns, undersampling_mask
+from medrobust.reconstruction.simulation import coil_sensitivities, rss, simulate_kspace, smooth_phase, zero_filled
+
+__all__ = [
+    # fft
+    "fft2c",
+    "ifft2c",
+    # masks
+    "FASTMRI_CENTER_FRACTIONS",
+    "ColumnMask",
+    "center_columns",
+    "undersampling_mask",
+    # simulation
+    "coil_sensitivities",
+    "rss",
+    "simulate_kspace",
+    "smooth_phase",
+    "zero_filled",
+]
