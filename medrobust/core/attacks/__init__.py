@@ -21,6 +21,7 @@ from medrobust.core.attacks.base import AttackResult
 from medrobust.core.attacks.classes import FGM, FGSM, PGD, Attack, CarliniWagnerL2, DeepFool, SparsePSO, Square
 from medrobust.core.attacks.cw import cw_l2
 from medrobust.core.attacks.deepfool import deepfool
+from medrobust.core.attacks.fnaf import fnaf, kspace_pgd
 from medrobust.core.attacks.gradient import fgm, fgsm, pgd
 from medrobust.core.attacks.losses import (
     AttackObjective,
@@ -43,6 +44,8 @@ __all__ = [
     "fgm",
     "cw_l2",
     "deepfool",
+    "fnaf",
+    "kspace_pgd",
     "square",
     "sparse_pso",
     "classification_objective",
