@@ -1,7 +1,9 @@
 """Fisher-information (FI) sensitivity of a classifier to input perturbations (Shu & Zhu, AAAI 2019).
 
-The one implementation in medrobust: used by the sparse mFI-PSO attack
-(:mod:`medrobust.core.attacks.sparse`), targeted adversarial training and the metrics.
+The one implementation in medrobust, beside (not inside) the attacks and the metrics that both
+use it: the sparse mFI-PSO attack (:mod:`medrobust.core.attacks.sparse`), targeted adversarial
+training and the metrics (re-exported by :mod:`medrobust.core.metrics.fisher`). An ``nn.Module``
+model is evaluated in eval mode (its train/eval flags restored afterwards).
 
 A perturbation ``omega`` is added to the input (``omega0 = 0``). With softmax probabilities
 ``p_k`` and ``a_k = d log p_k / d omega`` (``d``-vectors), the Fisher metric is
@@ -33,8 +35,8 @@ from typing import Any
 
 import torch
 
-from medrobust.core.attacks.base import check_input, model_output
-from medrobust.core.attacks.losses import class_logits
+from medrobust.core.utils import class_logits, eval_mode, model_output
+from medrobust.core.validation import check_batch, check_labels
 
 __all__ = [
     "log_prob_jacobian",
@@ -59,8 +61,8 @@ def log_prob_jacobian(
     Returns:
         ``(a, p)``: ``a`` ``(B, K, C, *spatial)`` with ``a[:, k] = d log p_k / dx``; ``p`` ``(B, K)``.
     """
-    check_input(x)
-    with torch.enable_grad():
+    check_batch(x)
+    with eval_mode(model), torch.enable_grad():
         xr = x.detach().requires_grad_(True)
         logp = torch.log_softmax(class_logits(model_output(model, xr)), dim=1)
         k = logp.shape[1]
@@ -108,14 +110,7 @@ def fisher_information_from_jacobian(
 def _resolve_target(target: torch.Tensor | int | None, p: torch.Tensor) -> torch.Tensor:
     if target is None:
         return p.argmax(dim=1)
-    t = torch.as_tensor(target, device=p.device).long().reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(p.shape[0])
-    if t.numel() != p.shape[0]:
-        raise ValueError(f"target must be an int or (B,) = ({p.shape[0]},) labels, got {tuple(t.shape)}.")
-    if bool(((t < 0) | (t >= p.shape[1])).any()):
-        raise ValueError(f"target labels must lie in [0, {p.shape[1]}), got {t.tolist()}.")
-    return t
+    return check_labels(target, batch=p.shape[0], num_classes=p.shape[1], name="target").to(p.device)
 
 
 def image_fisher_information(

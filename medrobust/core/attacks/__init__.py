@@ -1,9 +1,19 @@
 """Task-agnostic adversarial attacks for 2-D and 3-D medical images.
 
-A tensor-native functional core with thin classes on top (:mod:`.classes`). Every attack has the
-shape ``attack(model, x, y=None, *, ..., bounds=(0, 1), mask=None, generator=None) ->
-AttackResult(x_adv, success, info)``; tasks (classification, segmentation, regression,
-registration, reconstruction) plug in through ``loss_fn`` (:mod:`.losses`).
+A tensor-native functional core with thin classes on top (:mod:`.classes`). Every attack is
+called as ``attack(model, x, y=None, *, <settings>, bounds=(0, 1), mask=None) ->
+AttackResult(x_adv, success, info)`` with keyword-only settings; the randomised ones (``pgd``,
+``fgsm``, ``fgm``, ``square``, ``sparse_pso``) also take ``generator=``. The gradient and
+score-based attacks (``pgd``, ``fgsm``, ``fgm``, ``square``) serve any task through ``loss_fn``
+(:mod:`.losses`: classification, segmentation, regression, registration, reconstruction);
+``cw_l2``, ``deepfool`` and ``sparse_pso`` are for classifiers. All are untargeted by default
+except ``sparse_pso`` (targeted, as in its paper).
+
+One input contract (:mod:`medrobust.core.validation`): ``x`` must be a finite batch
+``(B, C, *spatial)`` with at least 2 spatial dims, ``y`` one entry per sample (class indices in
+``[0, K)`` for classifiers), settings finite and in range; anything else raises a
+``ValueError``/``TypeError`` naming the argument. An ``nn.Module`` model is attacked in eval mode
+(BatchNorm statistics untouched) and the caller's train/eval flags are restored afterwards.
 
 - :func:`fgsm` / :func:`fgm`, :func:`pgd` (L-inf, L2; random start, restarts, schedules) -- :mod:`.gradient`
 - :func:`cw_l2` (:mod:`.cw`), :func:`deepfool` (:mod:`.deepfool`): minimal-perturbation, classifiers

@@ -1,5 +1,6 @@
 """Shared plumbing for every attack: the result type, bounds/eps broadcasting, per-sample
-randomness, input checks, and the per-sample "keep the best" bookkeeping.
+randomness, the settings table every attack (function and class) is checked against, and the
+input gradient.
 
 Everything here is tensor-native and works for any number of spatial dimensions:
 ``x`` is ``(B, C, *spatial)``.
@@ -12,6 +13,9 @@ from typing import Any, NamedTuple, Union
 
 import torch
 
+from medrobust.core.utils import base_seed, clip_to_bounds, model_output
+from medrobust.core.validation import check_bounds, check_nonnegative, check_number, check_positive
+
 __all__ = [
     "AttackResult",
     "Bounds",
@@ -21,11 +25,13 @@ __all__ = [
     "as_mask",
     "per_sample_generators",
     "draw",
-    "check_input",
+    "ATTACK_SETTINGS",
+    "check_attack_settings",
     "flat_norm",
     "atleast_kd",
     "model_output",
     "input_gradient",
+    "clip_to_bounds",
 ]
 
 Bounds = tuple[Union[float, torch.Tensor], Union[float, torch.Tensor]]
@@ -102,11 +108,10 @@ def as_bounds(bounds: Bounds, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     ``x`` (``(B, 1)`` per sample, ``(1, C, H, W)`` per pixel, ...).
 
     Raises:
-        ValueError: ``bounds`` is not a pair, does not broadcast, has ``low >= high``, or ``x``
-            lies outside it.
+        ValueError: ``bounds`` is not a pair, is not finite, does not broadcast, has
+            ``low >= high``, or ``x`` lies outside it.
     """
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}.")
+    check_bounds(bounds)
     lo = _broadcast_to_x(_as_tensor(bounds[0], x, "bounds[0]"), x, "bounds[0]")
     hi = _broadcast_to_x(_as_tensor(bounds[1], x, "bounds[1]"), x, "bounds[1]")
     if bool((lo >= hi).any()):
@@ -167,19 +172,13 @@ def per_sample_generators(generator: GeneratorLike, batch: int) -> list[torch.Ge
         if not all(isinstance(g, torch.Generator) for g in gens):
             raise TypeError("generator: every entry of the sequence must be a torch.Generator.")
         return gens
-    if generator is None:
-        base = 0
-    elif isinstance(generator, bool):
-        raise TypeError("generator must be a torch.Generator, a sequence of them, an int seed or None, got bool.")
-    elif isinstance(generator, int):
-        base = int(generator)
-    elif isinstance(generator, torch.Generator):
-        base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    else:
+    try:
+        base = base_seed(generator)  # type: ignore[arg-type]
+    except TypeError:
         raise TypeError(
             "generator must be a torch.Generator, a sequence of them, an int seed or None, "
             f"got {type(generator).__name__}."
-        )
+        ) from None
     return [torch.Generator(device="cpu").manual_seed(base + i) for i in range(batch)]
 
 
@@ -188,26 +187,6 @@ def draw(
 ) -> torch.Tensor:
     """Stack one draw of ``fn(shape)`` per sample generator (on that generator's device), cast/moved like ``like``."""
     return torch.stack([fn(tuple(shape), generator=g, device=g.device) for g in gens]).to(like)
-
-
-def check_input(x: torch.Tensor, name: str = "x") -> None:
-    """``x`` must be a floating tensor ``(B, C, *spatial)`` with at least one spatial dim."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}.")
-    if x.ndim < 3:
-        raise ValueError(f"{name} must be (B, C, *spatial) with at least 3 dims, got shape {tuple(x.shape)}.")
-
-
-def model_output(model: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
-    """``model(x)``; a tuple/list output (deep supervision, aux heads) is reduced to its first entry."""
-    out = model(x)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"model must return a tensor (or a tuple whose first entry is one), got {type(out).__name__}.")
-    return out
 
 
 def input_gradient(
@@ -226,3 +205,85 @@ def input_gradient(
         val = objective(out)
         (g,) = torch.autograd.grad(val.sum(), xr)
     return val.detach(), g.detach(), out.detach()
+
+
+def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda name, v: None if v is None else check(name, v)
+
+
+def _in_unit(low_open: bool, high_open: bool) -> Callable[[str, Any], Any]:
+    return lambda name, v: check_number(name, v, low=0, high=1, low_open=low_open, high_open=high_open)
+
+
+def _positive_int(name: str, v: Any) -> Any:
+    return check_positive(name, v, integer=True)
+
+
+def _nonnegative_int(name: str, v: Any) -> Any:
+    return check_nonnegative(name, v, integer=True)
+
+
+def _at_least_two(name: str, v: Any) -> Any:
+    return check_number(name, v, low=2, integer=True)
+
+
+def _bounds(name: str, v: Any) -> Any:
+    return check_bounds(v, name=name)
+
+
+_EPS_HINT = "eps is a radius in input units (e.g. 8/255 for [0, 1] images)."
+
+#: How each attack setting is checked, by name: one table for every attack function and class.
+ATTACK_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
+    "eps": lambda name, v: check_nonnegative(name, v, hint=_EPS_HINT),
+    "alpha": _optional(check_nonnegative),
+    "steps": _positive_int,
+    "restarts": _positive_int,
+    "queries": _positive_int,
+    "binary_search_steps": _positive_int,
+    "candidates": _at_least_two,
+    "swarm": _at_least_two,
+    "iterations": _positive_int,
+    "extra_iterations": _nonnegative_int,
+    "k": _optional(_positive_int),
+    "k_max": _positive_int,
+    "chunk": _optional(_positive_int),
+    "c": check_positive,
+    "kappa": check_nonnegative,
+    "lr": check_positive,
+    "overshoot": check_nonnegative,
+    "p_init": _in_unit(True, False),
+    "p_target": _optional(_in_unit(True, True)),
+    "p_tol": check_nonnegative,
+    "fi_threshold": check_nonnegative,
+    "inertia": check_nonnegative,
+    "c1": check_nonnegative,
+    "c2": check_nonnegative,
+    "velocity_clip": check_positive,
+    "box": _in_unit(True, False),
+    "a1": check_nonnegative,
+    "a2": _optional(check_nonnegative),
+    "bounds": _bounds,
+}
+
+
+def check_attack_settings(**settings: Any) -> None:
+    """Check attack settings by name against :data:`ATTACK_SETTINGS` (unknown names are skipped).
+
+    Called at the top of every attack function and by every attack class's constructor, so
+    ``PGD(eps=-1)`` fails where it is written, not at the first call.
+
+    Raises:
+        TypeError, ValueError: a setting of the wrong type or outside its range, named in the message.
+
+    Example:
+        >>> check_attack_settings(eps=8 / 255, steps=10)
+        >>> check_attack_settings(steps=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be > 0, got 0.
+    """
+    for name, value in settings.items():
+        rule = ATTACK_SETTINGS.get(name)
+        if rule is not None:
+            rule(name, value)

@@ -1,7 +1,10 @@
 """Thin classes over the functional attacks: settings fixed at construction, checked early.
 
 ``PGD(eps=8/255, steps=20)(model, x, y)`` is ``pgd(model, x, y, eps=8/255, steps=20)``; keyword
-arguments given at call time override the stored ones.
+arguments given at call time override the stored ones (and are checked at the call). Settings are
+checked at construction against the same rules the functions use
+(:func:`~medrobust.core.attacks.base.check_attack_settings`, plus ``norm``, ``schedule`` and
+``loss_fn``): ``PGD(eps=-1)`` raises where it is written.
 
 Example:
     >>> import torch
@@ -19,10 +22,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from medrobust.core.attacks.base import AttackResult
+from medrobust.core.attacks.base import AttackResult, check_attack_settings
 from medrobust.core.attacks.cw import cw_l2
 from medrobust.core.attacks.deepfool import deepfool
-from medrobust.core.attacks.gradient import fgm, fgsm, pgd
+from medrobust.core.attacks.gradient import fgm, fgsm, geometry, pgd, step_schedule
+from medrobust.core.attacks.losses import resolve_objective
 from medrobust.core.attacks.sparse import sparse_pso
 from medrobust.core.attacks.square import square
 
@@ -30,7 +34,12 @@ __all__ = ["Attack", "FGSM", "FGM", "PGD", "CarliniWagnerL2", "DeepFool", "Squar
 
 
 class Attack:
-    """Base: stores keyword settings of ``fn`` and calls it. Unknown names raise at construction."""
+    """Base: stores keyword settings of ``fn`` and calls it.
+
+    Raises:
+        TypeError: an unknown setting name, or a setting of the wrong type.
+        ValueError: a setting out of range (e.g. ``eps < 0``, ``steps < 1``, ``bounds=(1, 0)``).
+    """
 
     fn: ClassVar[Callable[..., AttackResult]]
 
@@ -41,6 +50,13 @@ class Attack:
             unknown = sorted(set(settings) - allowed)
             if unknown:
                 raise TypeError(f"{type(self).__name__}: unknown setting(s) {unknown}; allowed: {sorted(allowed)}.")
+        check_attack_settings(**settings)
+        if "norm" in settings:
+            geometry(settings["norm"])
+        if "schedule" in settings:
+            step_schedule(settings["schedule"])
+        if settings.get("loss_fn") is not None:
+            resolve_objective(settings["loss_fn"])
         self.settings = settings
 
     def __call__(self, model: Callable[[torch.Tensor], Any], x: torch.Tensor, y: Any = None,

@@ -27,11 +27,13 @@ from medrobust.core.attacks.base import (
     as_mask,
     as_per_sample,
     atleast_kd,
-    check_input,
+    check_attack_settings,
     flat_norm,
     model_output,
 )
-from medrobust.core.attacks.losses import class_logits, classification_success, labels_or_prediction, margin_loss
+from medrobust.core.attacks.losses import classification_success, labels_or_prediction, margin_loss
+from medrobust.core.utils import class_logits, eval_mode
+from medrobust.core.validation import check_batch
 
 __all__ = ["cw_l2"]
 
@@ -53,12 +55,13 @@ def cw_l2(
     """Carlini-Wagner L2.
 
     Args:
-        model: classifier ``(B, C, *spatial) -> (B, K)`` logits (or one logit); mode/params untouched.
+        model: classifier ``(B, C, *spatial) -> (B, K)`` logits (or one logit); an ``nn.Module``
+            runs in eval mode and its train/eval flags are restored; parameters untouched.
         x: ``(B, C, *spatial)`` inside ``bounds``.
         y: labels ``(B,)`` (targets when ``targeted``); ``None``: the clean prediction.
         targeted: reach ``y`` instead of leaving it.
         c: initial trade-off constant (float or ``(B,)``).
-        kappa: confidence margin.
+        kappa: confidence margin (``>= 0``).
         steps: Adam steps per binary-search round.
         lr: Adam learning rate (in tanh space).
         binary_search_steps: rounds of the per-sample search on ``c`` (x10 until a success, then
@@ -68,15 +71,27 @@ def cw_l2(
     Returns:
         :class:`~medrobust.core.attacks.base.AttackResult`; ``info``: ``norm`` (L2), ``loss``
         (margin at ``x_adv``), ``c`` (final per-sample constants), ``grad_calls``, ``forward_calls``.
+
+    Raises:
+        TypeError, ValueError: bad ``x``/``y`` (see :func:`~medrobust.core.attacks.gradient.pgd`),
+            ``c`` or ``lr`` not > 0, ``kappa`` < 0, ``steps``/``binary_search_steps`` < 1, bad ``bounds``.
     """
-    check_input(x)
-    if steps < 1 or binary_search_steps < 1:
-        raise ValueError(f"steps and binary_search_steps must be >= 1, got {steps} and {binary_search_steps}.")
+    check_batch(x, y)
+    check_attack_settings(c=c, kappa=kappa, steps=steps, lr=lr, binary_search_steps=binary_search_steps,
+                          bounds=bounds)
     x0 = x.detach()
-    b, nd = x0.shape[0], x0.ndim
     lo, hi = as_bounds(bounds, x0)
     m = as_mask(mask, x0)
-    labels = labels_or_prediction(model, x0, y)
+    with eval_mode(model):
+        with torch.no_grad():
+            labels = labels_or_prediction(model_output(model, x0), y)
+        return _cw_l2(model, x0, labels, targeted, c, kappa, steps, lr, binary_search_steps, lo, hi, m)
+
+
+def _cw_l2(model: Callable[[torch.Tensor], Any], x0: torch.Tensor, labels: torch.Tensor, targeted: bool,
+           c: float | torch.Tensor, kappa: float, steps: int, lr: float, binary_search_steps: int,
+           lo: torch.Tensor, hi: torch.Tensor, m: torch.Tensor | None) -> AttackResult:
+    b, nd = x0.shape[0], x0.ndim
     const = as_per_sample(c, x0, "c").reshape(-1).expand(b).clone()
     lower = torch.zeros_like(const)
     upper = torch.full_like(const, float("inf"))
@@ -86,7 +101,7 @@ def cw_l2(
     w0 = torch.atanh(((x0 - lo) / span * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
     best_x = x0.clone()
     best_l2 = torch.full((b,), float("inf"), dtype=x0.dtype, device=x0.device)
-    grads = fwd = 0
+    grads, fwd = 0, 1
 
     def f_term(z: torch.Tensor) -> torch.Tensor:
         marg = margin_loss(z, labels)  # max_{k != y} z_k - z_y

@@ -25,12 +25,14 @@ from medrobust.core.attacks.base import (
     as_bounds,
     as_mask,
     atleast_kd,
-    check_input,
+    check_attack_settings,
     flat_norm,
     model_output,
 )
-from medrobust.core.attacks.gradient import clip_to_bounds, geometry
-from medrobust.core.attacks.losses import class_logits, classification_success, labels_or_prediction, margin_loss
+from medrobust.core.attacks.gradient import geometry
+from medrobust.core.attacks.losses import classification_success, labels_or_prediction, margin_loss
+from medrobust.core.utils import class_logits, clip_to_bounds, eval_mode
+from medrobust.core.validation import check_batch
 
 __all__ = ["deepfool"]
 
@@ -50,7 +52,8 @@ def deepfool(
     """Minimal-perturbation untargeted attack.
 
     Args:
-        model: classifier ``(B, C, *spatial) -> (B, K)`` (or one logit); mode/params untouched.
+        model: classifier ``(B, C, *spatial) -> (B, K)`` (or one logit); an ``nn.Module`` runs in
+            eval mode and its train/eval flags are restored; parameters untouched.
         x: ``(B, C, *spatial)`` inside ``bounds``.
         y: labels ``(B,)``; ``None``: the clean prediction.
         steps: maximal linearisation steps.
@@ -62,16 +65,27 @@ def deepfool(
     Returns:
         :class:`~medrobust.core.attacks.base.AttackResult`; ``info``: ``norm``, ``loss`` (margin),
         ``steps`` (per sample), ``grad_calls`` (input-gradient passes of the batch), ``forward_calls``.
+
+    Raises:
+        TypeError, ValueError: bad ``x``/``y`` (see :func:`~medrobust.core.attacks.gradient.pgd`),
+            ``steps`` < 1, ``overshoot`` < 0, ``candidates`` < 2, unknown ``norm``, bad ``bounds``.
     """
-    check_input(x)
+    check_batch(x, y)
+    check_attack_settings(steps=steps, overshoot=overshoot, candidates=candidates, bounds=bounds)
     geo = geometry(norm)
     x0 = x.detach()
-    b, nd = x0.shape[0], x0.ndim
     lo, hi = as_bounds(bounds, x0)
     m = as_mask(mask, x0)
-    labels = labels_or_prediction(model, x0, y)
+    with eval_mode(model):
+        return _deepfool(model, x0, y, steps, overshoot, candidates, geo, lo, hi, m)
+
+
+def _deepfool(model: Callable[[torch.Tensor], Any], x0: torch.Tensor, y: Any, steps: int, overshoot: float,
+              candidates: int, geo: Any, lo: torch.Tensor, hi: torch.Tensor, m: torch.Tensor | None) -> AttackResult:
+    b, nd = x0.shape[0], x0.ndim
     with torch.no_grad():
         z0 = class_logits(model_output(model, x0))
+    labels = labels_or_prediction(z0, y)
     k = z0.shape[1]
     n_cand = max(2, min(int(candidates), k))
     # candidate classes: the label first, then the most likely others at the clean input

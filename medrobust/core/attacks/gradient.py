@@ -6,8 +6,9 @@ step direction and projection (:class:`LinfGeometry`, :class:`L2Geometry`), as i
 ``gradient_descent_base.py``. FGSM / FGM are one step of the same loop.
 
 Guarantees (tested): the perturbation stays in the eps-ball and the output inside ``bounds``;
-``x``, ``y`` and the model (train/eval mode, ``requires_grad``, parameters' ``.grad``) are left
-untouched; nothing changes outside ``mask``; the same generator gives the same result, and with
+``x``, ``y`` and the model (``requires_grad``, parameters' ``.grad``, BatchNorm statistics) are
+left untouched; an ``nn.Module`` is attacked in eval mode and the caller's train/eval flags are
+restored; nothing changes outside ``mask``; the same generator gives the same result, and with
 per-sample generators a sample's result does not depend on its batch.
 
 Example:
@@ -36,26 +37,23 @@ from medrobust.core.attacks.base import (
     as_mask,
     as_per_sample,
     atleast_kd,
-    check_input,
+    check_attack_settings,
     draw,
     flat_norm,
     input_gradient,
     model_output,
     per_sample_generators,
 )
-from medrobust.core.attacks.losses import AttackObjective, SuccessFn, per_sample, resolve_objective
+from medrobust.core.attacks.losses import AttackObjective, SuccessFn, check_class_targets, per_sample, resolve_objective
+from medrobust.core.utils import clip_to_bounds, eval_mode
+from medrobust.core.validation import check_batch
 
-__all__ = ["pgd", "fgsm", "fgm", "LinfGeometry", "L2Geometry", "geometry", "step_schedule", "clip_to_bounds"]
+__all__ = ["pgd", "fgsm", "fgm", "LinfGeometry", "L2Geometry", "geometry", "step_schedule"]
 
 logger = logging.getLogger(__name__)
 
 LossArg = Union[AttackObjective, str, Callable[[torch.Tensor, Any], torch.Tensor], None]
 Schedule = Union[str, Callable[[int, int], float]]
-
-
-def clip_to_bounds(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Element-wise clip with tensor (broadcastable) bounds."""
-    return torch.maximum(torch.minimum(v, hi), lo)
 
 
 class LinfGeometry:
@@ -162,8 +160,11 @@ def pgd(
 
     Args:
         model: differentiable callable ``(B, C, *spatial) -> output`` in the units of ``x`` (a
-            model that normalises internally just works). Its mode and parameters are not touched:
-            put it in ``eval()`` yourself.
+            model that normalises internally just works). An ``nn.Module`` runs in eval mode
+            during the attack (BatchNorm statistics are not updated, dropout is off) and every
+            submodule's train/eval flag is restored afterwards; a plain callable (e.g. a closure
+            over a network in train mode, as the adversarial-training defenses pass) is called
+            as is. Parameters are never touched.
         x: inputs ``(B, C, *spatial)``, inside ``bounds``.
         y: what ``loss_fn`` compares the output with (class indices ``(B,)``, a mask, ...); the
             target when ``targeted``; ``None`` uses the clean prediction (``loss_fn.reference``).
@@ -193,14 +194,14 @@ def pgd(
         gradient-masking diagnostics: the input gradient was exactly zero at every step / had NaNs).
 
     Raises:
-        ValueError: bad shapes, ``eps``/``alpha`` < 0, ``steps``/``restarts`` < 1, unknown norm,
-            ``x`` outside ``bounds``.
+        TypeError: ``x`` not a floating tensor, ``steps``/``restarts`` not ints.
+        ValueError: ``x`` not a batch ``(B, C, *spatial)`` (empty, a single unbatched image) or
+            with NaN/inf; ``y`` without one entry per sample or (classifiers) a class outside
+            ``[0, K)``; ``eps``/``alpha`` negative or not finite; ``steps``/``restarts`` < 1;
+            unknown norm; ``x`` outside ``bounds`` or ``low >= high``.
     """
-    check_input(x)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be a positive int, got {restarts!r}.")
+    check_batch(x, y)
+    check_attack_settings(eps=eps, alpha=alpha, steps=steps, restarts=restarts, bounds=bounds)
     if restarts > 1 and not random_start:
         logger.warning("pgd: restarts=%d without random_start repeat the same run; set random_start=True.", restarts)
     geo = geometry(norm)
@@ -215,66 +216,69 @@ def pgd(
     gens = per_sample_generators(generator, b) if random_start else []
     sign = -1.0 if targeted else 1.0
 
-    with torch.no_grad():
-        out_clean = model_output(model, x0)
-        if y is None:
-            y = obj.reference(x0, out_clean)
-        loss_clean = per_sample(obj.loss(out_clean, y), b)
-
-    def objective(out: torch.Tensor) -> torch.Tensor:
-        return sign * per_sample(obj.loss(out, y), b)
-
-    best_x = x0.clone()
-    best_loss = loss_clean.clone()
-    best_succ = torch.zeros(b, dtype=torch.bool, device=x0.device)
-    best_restart = torch.full((b,), -1, dtype=torch.long, device=x0.device)
-    zero_grad = torch.ones(b, dtype=torch.bool, device=x0.device)
-    nan_grad = torch.zeros(b, dtype=torch.bool, device=x0.device)
-    fwd, grads = 1, 0
-    for r in range(restarts):
-        x_adv = x0
-        if random_start:
-            x_adv = clip_to_bounds(x0 + geo.random_start(x0, eps_t, gens, m), lo, hi)
-        for t in range(steps):
-            _, g, _ = input_gradient(model, x_adv, objective)
-            grads += 1
-            bad = ~torch.isfinite(g)
-            if bool(bad.any()):
-                nan_grad |= bad.reshape(b, -1).any(1)
-                g = torch.where(bad, torch.zeros_like(g), g)
-            if m is not None:
-                g = g * m
-            zero_grad &= ~g.reshape(b, -1).any(dim=1)
-            delta = (x_adv - x0) + alpha_t * sched(t, steps) * geo.direction(g)
-            delta = geo.project(delta, eps_t)
-            if m is not None:
-                delta = delta * m
-            x_adv = clip_to_bounds(x0 + delta, lo, hi)
+    with eval_mode(model):
         with torch.no_grad():
-            out_adv = model_output(model, x_adv)
-            loss_adv = per_sample(obj.loss(out_adv, y), b)
-        fwd += 1
-        succ = obj.success(out_adv, y, targeted=targeted, loss_adv=loss_adv, loss_clean=loss_clean).reshape(b).bool()
-        better = (succ & ~best_succ) | ((succ == best_succ) & (sign * loss_adv > sign * best_loss)) | (best_restart < 0)
-        keep = atleast_kd(better, x0.ndim)
-        best_x = torch.where(keep, x_adv, best_x)
-        best_loss = torch.where(better, loss_adv, best_loss)
-        best_succ = torch.where(better, succ, best_succ)
-        best_restart = torch.where(better, torch.full_like(best_restart, r), best_restart)
-    if bool(nan_grad.any()):
-        logger.warning("pgd: NaN/inf input gradients on %d of %d samples (replaced by 0).", int(nan_grad.sum()), b)
-    info = {
-        "loss": best_loss,
-        "loss_clean": loss_clean,
-        "norm": flat_norm(best_x - x0, geo.p),
-        "grad_calls": grads,
-        "forward_calls": fwd + grads,
-        "restart": best_restart,
-        "zero_grad": zero_grad,
-        "nan_grad": nan_grad,
-        "objective": obj.name,
-    }
-    return AttackResult(best_x.detach(), best_succ, info)
+            out_clean = model_output(model, x0)
+            if y is None:
+                y = obj.reference(x0, out_clean)
+            elif obj.is_classifier:
+                check_class_targets(out_clean, y)
+            loss_clean = per_sample(obj.loss(out_clean, y), b)
+
+        def objective(out: torch.Tensor) -> torch.Tensor:
+            return sign * per_sample(obj.loss(out, y), b)
+
+        best_x = x0.clone()
+        best_loss = loss_clean.clone()
+        best_succ = torch.zeros(b, dtype=torch.bool, device=x0.device)
+        best_restart = torch.full((b,), -1, dtype=torch.long, device=x0.device)
+        zero_grad = torch.ones(b, dtype=torch.bool, device=x0.device)
+        nan_grad = torch.zeros(b, dtype=torch.bool, device=x0.device)
+        fwd, grads = 1, 0
+        for r in range(restarts):
+            x_adv = x0
+            if random_start:
+                x_adv = clip_to_bounds(x0 + geo.random_start(x0, eps_t, gens, m), lo, hi)
+            for t in range(steps):
+                _, g, _ = input_gradient(model, x_adv, objective)
+                grads += 1
+                bad = ~torch.isfinite(g)
+                if bool(bad.any()):
+                    nan_grad |= bad.reshape(b, -1).any(1)
+                    g = torch.where(bad, torch.zeros_like(g), g)
+                if m is not None:
+                    g = g * m
+                zero_grad &= ~g.reshape(b, -1).any(dim=1)
+                delta = (x_adv - x0) + alpha_t * sched(t, steps) * geo.direction(g)
+                delta = geo.project(delta, eps_t)
+                if m is not None:
+                    delta = delta * m
+                x_adv = clip_to_bounds(x0 + delta, lo, hi)
+            with torch.no_grad():
+                out_adv = model_output(model, x_adv)
+                loss_adv = per_sample(obj.loss(out_adv, y), b)
+            fwd += 1
+            succ = obj.success(out_adv, y, targeted=targeted, loss_adv=loss_adv, loss_clean=loss_clean).reshape(b).bool()
+            better = (succ & ~best_succ) | ((succ == best_succ) & (sign * loss_adv > sign * best_loss)) | (best_restart < 0)
+            keep = atleast_kd(better, x0.ndim)
+            best_x = torch.where(keep, x_adv, best_x)
+            best_loss = torch.where(better, loss_adv, best_loss)
+            best_succ = torch.where(better, succ, best_succ)
+            best_restart = torch.where(better, torch.full_like(best_restart, r), best_restart)
+        if bool(nan_grad.any()):
+            logger.warning("pgd: NaN/inf input gradients on %d of %d samples (replaced by 0).", int(nan_grad.sum()), b)
+        info = {
+            "loss": best_loss,
+            "loss_clean": loss_clean,
+            "norm": flat_norm(best_x - x0, geo.p),
+            "grad_calls": grads,
+            "forward_calls": fwd + grads,
+            "restart": best_restart,
+            "zero_grad": zero_grad,
+            "nan_grad": nan_grad,
+            "objective": obj.name,
+        }
+        return AttackResult(best_x.detach(), best_succ, info)
 
 
 def fgsm(
@@ -295,6 +299,7 @@ def fgsm(
 ) -> AttackResult:
     """Fast gradient sign method (one step of :func:`pgd`; ``norm="2"`` is FGM).
 
+    The model's mode is handled as in :func:`pgd` (eval mode, caller's flags restored).
     ``alpha`` defaults to ``eps``; ``random_start=True`` with ``alpha=1.25 * eps`` is the
     "fast FGSM" of Wong et al. (2020). Other arguments as in :func:`pgd`.
 
@@ -314,8 +319,27 @@ def fgm(
     model: Callable[[torch.Tensor], Any],
     x: torch.Tensor,
     y: Any = None,
-    **kwargs: Any,
+    *,
+    loss_fn: LossArg = None,
+    eps: float | torch.Tensor,
+    alpha: float | torch.Tensor | None = None,
+    random_start: bool = False,
+    bounds: Bounds = (0.0, 1.0),
+    mask: torch.Tensor | None = None,
+    targeted: bool = False,
+    generator: GeneratorLike = None,
+    success_fn: SuccessFn | None = None,
 ) -> AttackResult:
-    """Fast gradient method: :func:`fgsm` with ``norm="2"`` (a normalised-gradient step of length ``eps``)."""
-    kwargs.setdefault("norm", "2")
-    return fgsm(model, x, y, **kwargs)
+    """Fast gradient method: :func:`fgsm` with ``norm="2"`` (a normalised-gradient step of length ``eps``).
+
+    Arguments, model mode and errors as in :func:`fgsm`; ``eps`` is an L2 radius.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+        >>> res = fgm(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), eps=0.1)
+        >>> bool((res.info["norm"] <= 0.1 + 1e-6).all())
+        True
+    """
+    return fgsm(model, x, y, loss_fn=loss_fn, eps=eps, alpha=alpha, norm="2", random_start=random_start,
+                bounds=bounds, mask=mask, targeted=targeted, generator=generator, success_fn=success_fn)

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss, LocalNormalizedCrossCorrelationLoss
 from monai.networks.blocks import Warp
 
-from medrobust.core.attacks.base import model_output
+from medrobust.core.utils import class_logits
+from medrobust.core.validation import check_labels, check_number
 
 __all__ = [
     "AttackObjective",
@@ -42,6 +43,7 @@ __all__ = [
     "margin_loss",
     "classification_success",
     "labels_or_prediction",
+    "check_class_targets",
     "classification_objective",
     "segmentation_objective",
     "regression_objective",
@@ -113,18 +115,6 @@ class AttackObjective:
 
 
 # ----------------------------------------------------------------------------- classification
-def class_logits(out: torch.Tensor) -> torch.Tensor:
-    """``(B, K)`` logits; a single-logit output ``(B,)``/``(B, 1)`` becomes ``(B, 2)`` = ``[0, z]``,
-    whose softmax is ``[1 - sigmoid(z), sigmoid(z)]`` (class 1 is the positive class)."""
-    if out.ndim == 1:
-        out = out[:, None]
-    if out.ndim != 2:
-        raise ValueError(f"classifier output must be (B, K) or (B, 1), got shape {tuple(out.shape)}.")
-    if out.shape[1] == 1:
-        return torch.cat([torch.zeros_like(out), out], dim=1)
-    return out
-
-
 def cross_entropy_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy ``(B,)``: softmax CE for ``(B, K)`` logits, BCE-with-logits for a
     single logit (``y`` in ``{0, 1}`` or a probability)."""
@@ -151,17 +141,34 @@ def classification_success(out: torch.Tensor, y: torch.Tensor, *, targeted: bool
     return marg < 0 if targeted else marg > 0
 
 
-def labels_or_prediction(model: Callable[[torch.Tensor], Any], x: torch.Tensor, y: Any) -> torch.Tensor:
-    """Class labels ``(B,)``: ``y`` as long, or the model's prediction at ``x`` when ``y`` is ``None``."""
+def labels_or_prediction(logits: torch.Tensor, y: Any, *, name: str = "y") -> torch.Tensor:
+    """Class labels ``(B,)``: ``y`` checked against the clean ``logits`` ``(B, K)`` (or one logit),
+    or their arg-max when ``y`` is ``None``; a single int applies to every sample.
+
+    Raises:
+        ValueError: ``y`` has the wrong length or a class outside ``[0, K)`` (named ``name``).
+    """
+    z = class_logits(logits)
     if y is None:
-        with torch.no_grad():
-            return class_logits(model_output(model, x)).argmax(1)
-    t = torch.as_tensor(y, device=x.device).reshape(-1).long()
-    if t.numel() == 1 and x.shape[0] > 1:
-        t = t.expand(x.shape[0])
-    if t.numel() != x.shape[0]:
-        raise ValueError(f"y must hold one label per sample ({x.shape[0]}), got shape {tuple(t.shape)}.")
-    return t
+        return z.argmax(1).detach()
+    return check_labels(y, batch=z.shape[0], num_classes=z.shape[1], name=name).to(z.device)
+
+
+def check_class_targets(out: torch.Tensor, y: Any, *, name: str = "y") -> None:
+    """``y`` fits a classifier output ``out``: class indices in ``[0, K)`` for ``(B, K >= 2)``
+    logits, labels or probabilities in ``[0, 1]`` (one per sample) for a single logit.
+
+    Raises:
+        ValueError: wrong length or values outside that range (named ``name``).
+    """
+    if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):
+        t = torch.as_tensor(y)
+        if t.numel() not in (1, out.shape[0]):
+            raise ValueError(f"{name} must hold one label per sample ({out.shape[0]}), got shape {tuple(t.shape)}; "
+                             "if the input is a single image, add its batch dim.")
+        check_number(name, t, low=0, high=1, hint="A single-logit model takes labels in {0, 1} or probabilities.")
+        return
+    labels_or_prediction(out, y, name=name)
 
 
 def _predicted_class(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The customised sparse attack mFI-PSO (Shu, Shi, Jia, Zhu, Chen; arXiv 2006.03243).
 
-1. Per-entry Fisher-information sensitivity (:func:`medrobust.core.metrics.fisher.pixel_fisher_information`,
+1. Per-entry Fisher-information sensitivity (:func:`medrobust.core.fisher.pixel_fisher_information`,
    w.r.t. ``log p_target``) picks the ``k`` most vulnerable pixels/voxels.
 2. Standard particle-swarm optimisation (global best, personal bests updated when a particle
    improves; the reference code's local-best and personal-best bugs are not reproduced) searches
@@ -15,6 +15,10 @@
    ``[-0.15 x_j, 0.15 (1 - x_j)]`` for [0, 1] images); velocities are clipped to
    ``velocity_clip`` of that range; inertia 0.6, ``c1 = c2 = 2``; ``iterations`` rounds, plus
    ``extra_iterations`` when not yet successful.
+
+Unlike the other attacks, ``sparse_pso`` is **targeted by default** (``targeted=True``, as in
+the paper): without ``target`` it pushes each input to its second most probable class; pass
+``targeted=False`` to only leave the label ``y``.
 
 Samples are attacked one at a time (the swarm is the batch), so results do not depend on the
 batch; randomness comes from per-sample generators.
@@ -40,14 +44,15 @@ from medrobust.core.attacks.base import (
     GeneratorLike,
     as_bounds,
     as_mask,
-    check_input,
+    check_attack_settings,
     flat_norm,
     model_output,
     per_sample_generators,
 )
-from medrobust.core.attacks.losses import class_logits, classification_success, labels_or_prediction
-# module import (not names): fisher imports this package, so names are looked up at call time
-from medrobust.core.metrics import fisher
+from medrobust.core.attacks.losses import classification_success, labels_or_prediction
+from medrobust.core.fisher import image_fisher_information, pixel_fisher_information
+from medrobust.core.utils import class_logits, clip_to_bounds, eval_mode
+from medrobust.core.validation import check_batch, check_labels
 
 __all__ = ["sparse_pso", "pso_fitness"]
 
@@ -117,11 +122,13 @@ def sparse_pso(
     """mFI-PSO: change at most ``k`` entries of each input to reach a target class / probability.
 
     Args:
-        model: classifier ``(B, C, *spatial) -> (B, K)`` (or one logit); mode/params untouched.
+        model: classifier ``(B, C, *spatial) -> (B, K)`` (or one logit); an ``nn.Module`` runs in
+            eval mode and its train/eval flags are restored; parameters untouched.
         x: ``(B, C, *spatial)`` inside ``bounds``.
         y: true labels ``(B,)``; ``None``: the clean prediction.
         target: target class (int or ``(B,)``); ``None``: the second most probable class.
-        targeted: reach ``target`` (else: leave ``y``, pixels still chosen by FI w.r.t. ``target``).
+        targeted: default ``True`` (unlike the other attacks): reach ``target``; ``False``: only
+            leave ``y`` (pixels still chosen by FI w.r.t. ``target``).
         k: entries to perturb; ``None``: those with pixel FI ``>= fi_threshold`` (at least 1,
             at most ``k_max``).
         p_target: requested target probability ``p*`` (``None``: just make the target win).
@@ -142,30 +149,47 @@ def sparse_pso(
         flat indices per sample), ``k`` (``(B,)``), ``norm`` (L0, ``(B,)``), ``loss`` (best fitness),
         ``p_target_adv`` (``(B,)``), ``target`` (``(B,)``), ``fi_image`` (image-level FI of the clean
         input w.r.t. ``y``), ``queries`` (``(B,)``), ``grad_calls``.
+
+    Raises:
+        TypeError, ValueError: bad ``x``/``y``/``target`` (see :func:`~medrobust.core.attacks.gradient.pgd`);
+            a setting out of range (``box`` and ``velocity_clip`` in ``(0, 1]`` / ``> 0``,
+            ``p_target`` in ``(0, 1)``, ``swarm`` >= 2, ``iterations`` >= 1, ...); bad ``bounds``;
+            a ``mask`` with nothing inside for some sample.
     """
-    check_input(x)
-    if swarm < 2 or iterations < 1 or extra_iterations < 0:
-        raise ValueError(f"need swarm >= 2, iterations >= 1, extra_iterations >= 0; got {swarm}, {iterations}, "
-                         f"{extra_iterations}.")
-    if p_target is not None and not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must lie in (0, 1), got {p_target}.")
+    check_batch(x, y)
+    check_attack_settings(k=k, fi_threshold=fi_threshold, k_max=k_max, p_target=p_target, p_tol=p_tol, swarm=swarm,
+                          iterations=iterations, extra_iterations=extra_iterations, inertia=inertia, c1=c1, c2=c2,
+                          velocity_clip=velocity_clip, box=box, a1=a1, a2=a2, bounds=bounds, chunk=chunk)
     x0 = x.detach()
     b = x0.shape[0]
     lo, hi = as_bounds(bounds, x0)
     m = as_mask(mask, x0)
-    labels = labels_or_prediction(model, x0, y)
-    with torch.no_grad():
-        probs0 = torch.softmax(class_logits(model_output(model, x0)), dim=1)
-    n_cls = probs0.shape[1]
-    if target is None:
-        tgt = probs0.scatter(1, labels[:, None], -1.0).argmax(dim=1)  # most probable other class
-    else:
-        tgt = torch.as_tensor(target, device=x0.device).long().reshape(-1).expand(b).clone()
-        if bool(((tgt < 0) | (tgt >= n_cls)).any()):
-            raise ValueError(f"target must lie in [0, {n_cls}), got {tgt.tolist()}.")
+    with eval_mode(model):
+        with torch.no_grad():
+            probs0 = torch.softmax(class_logits(model_output(model, x0)), dim=1)
+        labels = labels_or_prediction(probs0, y)
+        n_cls = probs0.shape[1]
+        if target is None:
+            tgt = probs0.scatter(1, labels[:, None], -1.0).argmax(dim=1)  # most probable other class
+        else:
+            tgt = check_labels(target, batch=b, num_classes=n_cls, name="target").to(x0.device).clone()
+        fi_map = pixel_fisher_information(model, x0, tgt)
+        fi_img = image_fisher_information(model, x0, labels)
+        return _swarm(model, x0, labels, tgt, fi_map, fi_img, lo, hi, m, n_cls=n_cls, targeted=targeted, k=k,
+                      fi_threshold=fi_threshold, k_max=k_max, p_target=p_target, p_tol=p_tol, swarm=swarm,
+                      iterations=iterations, extra_iterations=extra_iterations, inertia=inertia, c1=c1, c2=c2,
+                      velocity_clip=velocity_clip, box=box, a1=a1, a2=a2, generator=generator, chunk=chunk)
+
+
+def _swarm(model: Callable[[torch.Tensor], Any], x0: torch.Tensor, labels: torch.Tensor, tgt: torch.Tensor,
+           fi_map: torch.Tensor, fi_img: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, m: torch.Tensor | None,
+           *, n_cls: int, targeted: bool, k: int | None, fi_threshold: float, k_max: int, p_target: float | None, p_tol: float,
+           swarm: int, iterations: int, extra_iterations: int, inertia: float, c1: float, c2: float,
+           velocity_clip: float, box: float, a1: float, a2: float | None, generator: GeneratorLike,
+           chunk: int | None) -> AttackResult:
+    """The PSO search of :func:`sparse_pso` on validated inputs (model already in the right mode)."""
+    b = x0.shape[0]
     a2_eff = (1.0 if p_target is not None else 255.0) if a2 is None else float(a2)
-    fi_map = fisher.pixel_fisher_information(model, x0, tgt)
-    fi_img = fisher.image_fisher_information(model, x0, labels)
     valid = torch.ones_like(x0, dtype=torch.bool) if m is None else (m.expand_as(x0) > 0)
     fi_map = torch.where(valid, fi_map, torch.full_like(fi_map, float("-inf")))
     gens = per_sample_generators(generator, b)
@@ -239,7 +263,7 @@ def sparse_pso(
         best_fit[i] = pbest_fit[gi]
         p_adv[i] = pbest_pr[gi, tgt[i]]
 
-    x_adv = torch.maximum(torch.minimum(x_adv, hi_f), lo_f).reshape(x0.shape)
+    x_adv = clip_to_bounds(x_adv, lo_f, hi_f).reshape(x0.shape)
     info = {
         "indices": all_idx,
         "k": ks,

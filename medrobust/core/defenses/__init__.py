@@ -22,7 +22,7 @@ Example:
 
 from medrobust.core.defenses.adt import ADTEXP, ADTEXPAM, default_adt_generator, tanh_gaussian_sample
 from medrobust.core.defenses.awp import AWP, awp_directions
-from medrobust.core.defenses.base import AdversarialTrainingStep, class_indices, eval_mode, kl_per_sample, two_class_logits
+from medrobust.core.defenses.base import AdversarialTrainingStep, class_indices, eval_mode, kl_per_sample
 from medrobust.core.defenses.evaluation import AdversarialEvaluationStep, adv_key, eps_tag, robustness_metrics
 from medrobust.core.defenses.factory import DEFENSES, build_defense, defense_names
 from medrobust.core.defenses.fisher_targeted import FisherSelection, FisherTargetedTraining
@@ -56,7 +56,6 @@ __all__ = [
     "tanh_gaussian_sample",
     "default_adt_generator",
     "class_indices",
-    "two_class_logits",
     "kl_per_sample",
     "eval_mode",
 ]

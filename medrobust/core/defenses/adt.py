@@ -43,7 +43,9 @@ from monai.networks.nets import UNet
 from medrobust.core.attacks import fgsm
 from medrobust.core.attacks.base import input_gradient
 from medrobust.core.attacks.losses import resolve_objective
-from medrobust.core.defenses.base import AdversarialTrainingStep, Forward, clip_to
+from medrobust.core.defenses.base import AdversarialTrainingStep, Forward
+from medrobust.core.utils import clip_to_bounds
+from medrobust.core.validation import check_nonnegative, check_positive
 
 __all__ = ["ADTEXP", "ADTEXPAM", "tanh_gaussian_sample", "default_adt_generator"]
 
@@ -82,16 +84,16 @@ class ADTEXP(AdversarialTrainingStep):
     def __init__(self, *, eps: float, lam: float = 0.01, steps: int = 7, mc_samples: int = 5,
                  inner_lr: float = 0.3, **kwargs: Any) -> None:
         super().__init__(eps=eps, **kwargs)
-        if not isinstance(steps, int) or steps < 1 or not isinstance(mc_samples, int) or mc_samples < 1:
-            raise ValueError(f"steps and mc_samples must be positive ints, got {steps!r}, {mc_samples!r}.")
-        if lam < 0 or inner_lr < 0:
-            raise ValueError(f"lam and inner_lr must be non-negative, got {lam!r}, {inner_lr!r}.")
+        check_positive("steps", steps, integer=True)
+        check_positive("mc_samples", mc_samples, integer=True)
+        check_nonnegative("lam", lam)
+        check_nonnegative("inner_lr", inner_lr)
         self.lam, self.steps, self.mc_samples, self.inner_lr = float(lam), steps, mc_samples, float(inner_lr)
 
     def sample(self, x: torch.Tensor, mu: torch.Tensor, omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x_adv, entropy)`` for one draw ``z`` from this defense's generator."""
         pert, ent = tanh_gaussian_sample(mu, omega, self.randn_like(x))
-        return clip_to(x + self.eps * pert, self.bounds), ent
+        return clip_to_bounds(x + self.eps * pert, *self.bounds), ent
 
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
         obj = resolve_objective(self.attack_loss)
@@ -169,8 +171,8 @@ class ADTEXPAM(AdversarialTrainingStep):
     def __init__(self, *, eps: float, lam: float = 0.01, generator: torch.nn.Module | None = None,
                  generator_lr: float = 2e-4, **kwargs: Any) -> None:
         super().__init__(eps=eps, **kwargs)
-        if lam < 0 or generator_lr <= 0:
-            raise ValueError(f"lam must be >= 0 and generator_lr > 0, got {lam!r}, {generator_lr!r}.")
+        check_nonnegative("lam", lam)
+        check_positive("generator_lr", generator_lr)
         self.lam, self.generator_lr = float(lam), float(generator_lr)
         self.net_g = generator
         self.opt_g: torch.optim.Optimizer | None = None
@@ -204,7 +206,7 @@ class ADTEXPAM(AdversarialTrainingStep):
         net_g.train()
         mu, omega = net_g(adv).split(x.shape[1], dim=1)
         pert, ent = tanh_gaussian_sample(mu, omega, self.randn_like(mu))
-        x_adv = _ReverseGrad.apply(clip_to(x.detach() + self.eps * pert, self.bounds))
+        x_adv = _ReverseGrad.apply(clip_to_bounds(x.detach() + self.eps * pert, *self.bounds))
         pred = forward(x_adv)
         # classifier: descends L; generator (through the reversal): ascends L + lambda H
         return loss_fn(pred, y) - self.lam * ent, pred

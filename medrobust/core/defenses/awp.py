@@ -32,6 +32,7 @@ import torch
 
 from medrobust.core.defenses.base import AdversarialTrainingStep, Forward
 from medrobust.core.defenses.trades import TRADES
+from medrobust.core.validation import check_nonnegative
 
 __all__ = ["AWP", "awp_directions"]
 
@@ -76,8 +77,9 @@ class AWP(AdversarialTrainingStep):
             raise TypeError(f"inner must be an AdversarialTrainingStep, got {type(inner).__name__}.")
         if gamma is None:
             gamma = 0.005 if isinstance(inner, TRADES) else 0.01
-        if gamma < 0 or proxy_lr < 0:
-            raise ValueError(f"gamma and proxy_lr must be non-negative, got gamma={gamma!r}, proxy_lr={proxy_lr!r}.")
+        check_nonnegative("gamma", gamma)
+        check_nonnegative("proxy_lr", proxy_lr)
+        check_nonnegative("warmup_epochs", warmup_epochs, integer=True)
         super().__init__(eps=inner.eps, bounds=inner.bounds, attack_loss=inner.attack_loss, loss_fn=inner.loss_fn,
                          attack_in_eval_mode=inner.attack_in_eval_mode, seed=inner.seed)
         self.inner = inner

@@ -31,9 +31,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import torch
@@ -43,6 +43,8 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
 from medrobust.core.attacks.losses import AttackObjective
+from medrobust.core.utils import base_seed, class_logits, eval_mode
+from medrobust.core.validation import check_batch, check_bounds, check_nonnegative
 
 __all__ = [
     "AdversarialTrainingStep",
@@ -50,10 +52,8 @@ __all__ = [
     "AttackLoss",
     "Forward",
     "eval_mode",
-    "two_class_logits",
     "class_indices",
     "kl_per_sample",
-    "clip_to",
     "plain",
 ]
 
@@ -62,27 +62,6 @@ logger = logging.getLogger(__name__)
 Bounds = Union[tuple[float, float], Sequence[float], tuple[torch.Tensor, torch.Tensor]]
 AttackLoss = Union[AttackObjective, str, Callable[[torch.Tensor, Any], torch.Tensor], None]
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-@contextlib.contextmanager
-def eval_mode(module: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Put ``module`` in eval mode inside the block (no-op when ``enabled`` is False), then restore its mode."""
-    was_training = module.training
-    if enabled:
-        module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-def two_class_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Logits ``(B, K, ...)`` with a single channel ``z`` turned into ``[0, z]`` (softmax = sigmoid)."""
-    if logits.ndim == 1:
-        logits = logits[:, None]
-    if logits.shape[1] == 1:
-        return torch.cat([torch.zeros_like(logits), logits], dim=1)
-    return logits
 
 
 def class_indices(y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -118,7 +97,7 @@ def kl_per_sample(p_ref: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
     ``p_ref`` ``(B, K, *spatial)`` are probabilities (typically detached clean predictions).
     """
-    logq = F.log_softmax(two_class_logits(logits), dim=1)
+    logq = F.log_softmax(class_logits(logits, spatial=True), dim=1)
     kl = (p_ref * (torch.log(p_ref.clamp_min(1e-12)) - logq)).sum(dim=1)
     return kl.reshape(kl.shape[0], -1).mean(dim=1)
 
@@ -128,12 +107,18 @@ def plain(t: Any) -> Any:
     return t.as_tensor() if isinstance(t, MetaTensor) else t
 
 
-def clip_to(x: torch.Tensor, bounds: Bounds) -> torch.Tensor:
-    """Clip to ``(low, high)`` (floats or tensors broadcastable to ``x``)."""
-    lo, hi = bounds
-    lo_t = torch.as_tensor(lo, dtype=x.dtype, device=x.device)
-    hi_t = torch.as_tensor(hi, dtype=x.dtype, device=x.device)
-    return torch.maximum(torch.minimum(x, hi_t), lo_t)
+def _checked_hook(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subclass's ``make_adversarial``: check ``x``/``y`` and apply ``attack_in_eval_mode``."""
+
+    @functools.wraps(fn)
+    def make_adversarial(self: AdversarialTrainingStep, forward: Forward, x: torch.Tensor, y: Any,
+                         engine: Any) -> Any:
+        check_batch(x, y, label_name="y (labels)")
+        with eval_mode(forward, self.attack_in_eval_mode):
+            return fn(self, forward, x, y, engine)
+
+    make_adversarial._checked = True  # type: ignore[attr-defined]
+    return make_adversarial
 
 
 class AdversarialTrainingStep:
@@ -147,16 +132,35 @@ class AdversarialTrainingStep:
         loss_fn: outer training loss ``(pred, label) -> scalar``; ``None`` = the trainer's
             ``loss_function``.
         attack_in_eval_mode: build adversarial inputs with the network in eval mode (BatchNorm
-            statistics untouched), as the TRADES/MART/ADT reference code does.
+            statistics untouched), as the TRADES/MART/ADT reference code does; the training
+            forward always runs in train mode. Inside the trainer the hooks get a closure over
+            the network, so ``False`` really attacks in train mode. Called directly with an
+            ``nn.Module`` as ``forward``, :meth:`make_adversarial` follows this flag too, but the
+            library attacks it calls (PGD, FGSM) always run an ``nn.Module`` in eval mode; pass
+            ``lambda z: net(z)`` to attack in train mode outside a trainer. The caller's
+            train/eval flags are restored either way.
         seed: seed of this defense's own ``torch.Generator`` (random starts, noise); the global
             RNG is never used.
 
     Raises:
-        ValueError: ``eps`` negative or ``bounds`` not ``(low, high)``.
+        ValueError: ``eps`` negative or not finite; ``bounds`` not ``(low, high)`` with
+            ``low < high`` (e.g. ``bounds=(1, 0)``).
+        TypeError: ``eps`` not a number.
+
+    Every subclass's :meth:`make_adversarial` is wrapped (in ``__init_subclass__``) so that it
+    checks its inputs (:func:`medrobust.core.validation.check_batch`: a finite, non-empty batch
+    with one label per sample) and applies ``attack_in_eval_mode``, whether the trainer or a
+    user calls it.
     """
 
     #: name used by :func:`medrobust.core.defenses.build_defense`
     name = "base"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hook = cls.__dict__.get("make_adversarial")
+        if hook is not None and not getattr(hook, "_checked", False):
+            cls.make_adversarial = _checked_hook(hook)  # type: ignore[method-assign]
 
     def __init__(
         self,
@@ -168,10 +172,10 @@ class AdversarialTrainingStep:
         attack_in_eval_mode: bool = True,
         seed: int = 0,
     ) -> None:
-        if not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"eps must be a non-negative float, got {eps!r}.")
-        if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-            raise ValueError(f"bounds must be (low, high), got {bounds!r}.")
+        if isinstance(eps, torch.Tensor):
+            raise TypeError(f"eps must be a float, got a tensor {eps!r}; pass float(eps).")
+        check_nonnegative("eps", eps, hint="eps is a radius in input units (e.g. 8/255 for [0, 1] images).")
+        check_bounds(bounds)
         self.eps = float(eps)
         self.bounds = (bounds[0], bounds[1])
         self.attack_loss = attack_loss
@@ -183,7 +187,18 @@ class AdversarialTrainingStep:
 
     # ------------------------------------------------------------------ hooks for subclasses
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> Any:
-        """Adversarial inputs (or any context :meth:`training_loss` needs); runs in eval mode."""
+        """Adversarial inputs (or any context :meth:`training_loss` needs).
+
+        Args:
+            forward: the network (or the trainer's closure over it) ``(B, C, *spatial) -> output``.
+            x: inputs ``(B, C, *spatial)``; y: labels with one entry per sample.
+            engine: the trainer (``None`` when called directly).
+
+        Runs with ``forward`` in eval mode when ``attack_in_eval_mode`` (see the class docstring).
+
+        Raises:
+            ValueError/TypeError: ``x`` not a finite non-empty batch, ``y`` of the wrong length.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement make_adversarial.")
 
     def training_loss(
@@ -209,7 +224,7 @@ class AdversarialTrainingStep:
     # ------------------------------------------------------------------ helpers
     def sample_seed(self) -> int:
         """A fresh int seed from this defense's generator (for library calls taking ``generator=int``)."""
-        return int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        return base_seed(self.generator)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise like ``x`` from this defense's generator."""

@@ -34,7 +34,8 @@ import torch
 from medrobust.core.attacks import pgd
 from medrobust.core.defenses.base import Forward
 from medrobust.core.defenses.pgd_at import PGDAdversarialTraining
-from medrobust.core.metrics.fisher import image_fisher_information
+from medrobust.core.fisher import image_fisher_information
+from medrobust.core.validation import check_nonnegative, check_number
 
 __all__ = ["FisherTargetedTraining", "FisherSelection"]
 
@@ -79,10 +80,9 @@ class FisherTargetedTraining(PGDAdversarialTraining):
                  steps: int = 10, sv_tol: float = 1e-3, **kwargs: Any) -> None:
         kwargs.pop("clean_weight", None)
         super().__init__(eps=eps, steps=steps, **kwargs)
-        if not 0.0 < float(fraction) <= 1.0:
-            raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}.")
-        if min_fi < 0:
-            raise ValueError(f"min_fi must be non-negative, got {min_fi!r}.")
+        check_number("fraction", fraction, low=0, high=1, low_open=True)
+        check_nonnegative("min_fi", min_fi)
+        check_nonnegative("sv_tol", sv_tol)
         self.fraction, self.min_fi = float(fraction), float(min_fi)
         self.only_successful, self.sv_tol = bool(only_successful), float(sv_tol)
 

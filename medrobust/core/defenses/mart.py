@@ -26,8 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medrobust.core.defenses.base import Forward, class_indices, two_class_logits
+from medrobust.core.defenses.base import Forward, class_indices
 from medrobust.core.defenses.pgd_at import PGDAdversarialTraining
+from medrobust.core.utils import class_logits
+from medrobust.core.validation import check_nonnegative
 
 __all__ = ["MART", "mart_loss"]
 
@@ -48,7 +50,7 @@ def mart_loss(
         beta: weight of the misclassification-weighted KL term.
         adv_loss: replaces ``CE(f(x'), y)`` (e.g. a segmentation loss); default the CE.
     """
-    za, zc = two_class_logits(logits_adv), two_class_logits(logits_clean)
+    za, zc = class_logits(logits_adv, spatial=True), class_logits(logits_clean, spatial=True)
     t = class_indices(y, za)
     p_adv = torch.softmax(za, dim=1)
     # most probable wrong class y' at x'
@@ -83,8 +85,7 @@ class MART(PGDAdversarialTraining):
                  use_loss_fn: bool = True, **kwargs: Any) -> None:
         kwargs.pop("clean_weight", None)
         super().__init__(eps=eps, steps=steps, alpha=alpha, **kwargs)
-        if beta < 0:
-            raise ValueError(f"beta must be non-negative, got {beta!r}.")
+        check_nonnegative("beta", beta)
         self.beta = float(beta)
         self.use_loss_fn = use_loss_fn
 

@@ -31,7 +31,10 @@ import torch
 from ignite.engine import Events
 
 from medrobust.core.attacks import fgm, pgd
-from medrobust.core.defenses.base import AdversarialTrainingStep, Forward, eval_mode
+from medrobust.core.attacks.gradient import geometry
+from medrobust.core.defenses.base import AdversarialTrainingStep, Forward
+from medrobust.core.utils import eval_mode
+from medrobust.core.validation import check_bounds, check_nonnegative, check_number, check_positive
 
 __all__ = ["PGDAdversarialTraining", "FastFGSMTraining", "FGMTraining", "CatastrophicOverfittingStop"]
 
@@ -53,7 +56,9 @@ class PGDAdversarialTraining(AdversarialTrainingStep):
             (see :class:`~medrobust.core.defenses.base.AdversarialTrainingStep`).
 
     Raises:
-        ValueError: ``steps`` < 1 or ``clean_weight`` outside ``[0, 1]``.
+        ValueError: ``steps`` < 1, ``alpha`` negative, ``clean_weight`` outside ``[0, 1]``, unknown
+            ``norm`` (and as :class:`~medrobust.core.defenses.base.AdversarialTrainingStep`:
+            ``eps``, ``bounds``).
 
     Example:
         >>> import torch
@@ -78,10 +83,11 @@ class PGDAdversarialTraining(AdversarialTrainingStep):
         **kwargs: Any,
     ) -> None:
         super().__init__(eps=eps, **kwargs)
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}.")
-        if not 0.0 <= float(clean_weight) <= 1.0:
-            raise ValueError(f"clean_weight must lie in [0, 1], got {clean_weight!r}.")
+        check_positive("steps", steps, integer=True)
+        if alpha is not None:
+            check_nonnegative("alpha", alpha)
+        check_number("clean_weight", clean_weight, low=0, high=1)
+        geometry(norm)  # raises on an unknown norm
         self.steps = steps
         self.alpha = 2.5 * self.eps / steps if alpha is None else float(alpha)
         self.norm = norm
@@ -135,8 +141,10 @@ class CatastrophicOverfittingStop:
 
     def __init__(self, *, eps: float, steps: int = 5, alpha: float | None = None, drop: float = 0.2,
                  bounds: Any = (0.0, 1.0), attack_loss: Any = None, seed: int = 0) -> None:
-        if not 0.0 < drop <= 1.0:
-            raise ValueError(f"drop must lie in (0, 1], got {drop!r}.")
+        check_number("drop", drop, low=0, high=1, low_open=True)
+        check_nonnegative("eps", eps)
+        check_positive("steps", steps, integer=True)
+        check_bounds(bounds)
         self.eps, self.steps, self.drop = float(eps), int(steps), float(drop)
         self.alpha = alpha
         self.bounds, self.attack_loss, self.seed = bounds, attack_loss, int(seed)
@@ -232,8 +240,8 @@ class FGMTraining(PGDAdversarialTraining):
             if kwargs.pop(k, None) is not None:
                 logger.debug("FGMTraining: option %r is fixed by the method and ignored.", k)
         super().__init__(eps=eps, steps=1, norm="2", random_start=False, **kwargs)
-        if l2_eps is not None and l2_eps < 0:
-            raise ValueError(f"l2_eps must be non-negative, got {l2_eps!r}.")
+        if l2_eps is not None:
+            check_nonnegative("l2_eps", l2_eps)
         self.l2_eps = None if l2_eps is None else float(l2_eps)
 
     def step_length(self, x: torch.Tensor) -> float:

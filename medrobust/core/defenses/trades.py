@@ -28,7 +28,9 @@ import torch
 
 from medrobust.core.attacks import pgd
 from medrobust.core.attacks.losses import LossIncrease
-from medrobust.core.defenses.base import AdversarialTrainingStep, Forward, kl_per_sample, two_class_logits
+from medrobust.core.defenses.base import AdversarialTrainingStep, Forward, kl_per_sample
+from medrobust.core.utils import class_logits
+from medrobust.core.validation import check_nonnegative, check_positive
 
 __all__ = ["TRADES", "trades_kl_objective"]
 
@@ -53,7 +55,8 @@ class TRADES(AdversarialTrainingStep):
             the KL.
 
     Raises:
-        ValueError: ``beta`` negative or ``steps`` < 1.
+        ValueError: ``beta`` or ``alpha`` negative or not finite, ``steps`` < 1 (and as
+            :class:`~medrobust.core.defenses.base.AdversarialTrainingStep`).
     """
 
     name = "trades"
@@ -61,17 +64,17 @@ class TRADES(AdversarialTrainingStep):
     def __init__(self, *, eps: float, beta: float = 6.0, steps: int = 10, alpha: float | None = None,
                  **kwargs: Any) -> None:
         super().__init__(eps=eps, **kwargs)
-        if beta < 0:
-            raise ValueError(f"beta must be non-negative, got {beta!r}.")
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}.")
+        check_nonnegative("beta", beta)
+        check_positive("steps", steps, integer=True)
+        if alpha is not None:
+            check_nonnegative("alpha", alpha)
         self.beta = float(beta)
         self.steps = steps
         self.alpha = 2.5 * self.eps / steps if alpha is None else float(alpha)
 
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
         with torch.no_grad():
-            p_clean = torch.softmax(two_class_logits(forward(x)), dim=1)
+            p_clean = torch.softmax(class_logits(forward(x), spatial=True), dim=1)
         res = pgd(forward, x, p_clean, loss_fn=trades_kl_objective, success_fn=LossIncrease(0.0), eps=self.eps,
                   alpha=self.alpha, steps=self.steps, bounds=self.bounds, generator=self.sample_seed())
         return res.x_adv
@@ -81,7 +84,7 @@ class TRADES(AdversarialTrainingStep):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pred = forward(x)
         natural = loss_fn(pred, y)
-        p_clean = torch.softmax(two_class_logits(pred), dim=1)
+        p_clean = torch.softmax(class_logits(pred, spatial=True), dim=1)
         robust = kl_per_sample(p_clean, forward(adv)).mean()
         return natural + self.beta * robust, pred
 

@@ -37,9 +37,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from medrobust.core.attacks.base import Bounds, as_bounds, check_input
+from medrobust.core.attacks.base import Bounds, as_bounds
 from medrobust.core.detectors.sequential import KAPPA_FLOOR, SPRTResult, calibrate_kappa, hypotheses, sprt
-from medrobust.core.metrics._utils import eval_mode, predicted_labels
+from medrobust.core.metrics._utils import predicted_labels
+from medrobust.core.utils import clip_to_bounds, derive_seed, eval_mode
+from medrobust.core.validation import check_batch, check_bounds, check_number
 
 __all__ = [
     "MODEL_OPERATORS",
@@ -137,13 +139,6 @@ def mutate_(model: nn.Module, operator: str, gamma: float, generator: torch.Gene
     return model
 
 
-def _seed(*parts: int) -> int:
-    s = 0x9E3779B97F4A7C15
-    for p in parts:  # a small deterministic mix (splitmix-style) so (seed, k, i) give unrelated streams
-        s = (s ^ (int(p) + 0x9E3779B97F4A7C15 + (s << 6) + (s >> 2))) & ((1 << 63) - 1)
-    return s
-
-
 class ModelMutants:
     """Accepted model mutants of ``model``, regenerated from their seeds on a private copy.
 
@@ -178,9 +173,9 @@ class ModelMutants:
     ) -> None:
         if operator not in MODEL_OPERATORS:
             raise ValueError(f"operator must be one of {MODEL_OPERATORS}, got {operator!r}.")
-        if not 0 < gamma <= 1 or not 0 <= acc_ratio <= 1:
-            raise ValueError(f"gamma must be in (0, 1] and acc_ratio in [0, 1], got {gamma} and {acc_ratio}.")
-        check_input(x_val, "x_val")
+        check_number("gamma", gamma, low=0, high=1, low_open=True)
+        check_number("acc_ratio", acc_ratio, low=0, high=1)
+        check_batch(x_val, y_val, name="x_val", label_name="y_val")
         self.work = copy.deepcopy(model).eval()
         for p in self.work.parameters():
             p.requires_grad_(False)
@@ -218,7 +213,7 @@ class ModelMutants:
                     f"only {len(self.seeds)} of {self._next} '{self.operator}' mutants (gamma={self.gamma}) kept "
                     f"accuracy >= {self.acc_ratio} x {self.original_accuracy:.3f}; lower gamma or acc_ratio."
                 )
-            s = _seed(self.seed, self._next)
+            s = derive_seed(self.seed, self._next)
             self._next += 1
             with self._applied(s):
                 acc = self._accuracy()
@@ -247,25 +242,26 @@ class InputMutants:
 
     def __init__(self, model: Callable[[torch.Tensor], Any], *, step: float = 0.05, box: float = 0.25,
                  bounds: Bounds = (0.0, 1.0), seed: int = 0) -> None:  # fmt: skip
-        if step <= 0 or not 0 < box <= 1:
-            raise ValueError(f"step must be > 0 and box in (0, 1], got {step} and {box}.")
+        check_number("step", step, low=0, low_open=True)
+        check_number("box", box, low=0, high=1, low_open=True)
+        check_bounds(bounds)
         self.model, self.step, self.box, self.bounds, self.seed = model, step, box, bounds, seed
 
     def mutate(self, k: int, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Mutant ``k`` of ``x`` ``(B, C, *spatial)``; ``ids`` ``(B,)`` identify samples (default ``arange(B)``)."""
-        check_input(x)
+        check_batch(x)
         ids = torch.arange(x.shape[0]) if ids is None else ids.reshape(-1).cpu()
         lo, hi = as_bounds(self.bounds, x)
         spatial = x.shape[2:]
         size = [max(1, round(self.box * s)) for s in spatial]
         noise = torch.zeros_like(x)
         for b, i in enumerate(ids.tolist()):
-            g = torch.Generator().manual_seed(_seed(self.seed, k, i))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, k, i))
             sl = [slice(None)] + [slice(o, o + w) for o, w in
                                   ((int(torch.randint(0, s - w + 1, (1,), generator=g)), w) for s, w in zip(spatial, size))]  # fmt: skip
             region = noise[b][tuple(sl)]
             noise[b][tuple(sl)] = (2 * torch.rand(region.shape, generator=g) - 1).to(x) * self.step
-        return torch.maximum(torch.minimum(x + noise, hi), lo)
+        return clip_to_bounds(x + noise, lo, hi)
 
     def labels(self, k: int, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         with eval_mode(self.model):
@@ -277,7 +273,7 @@ Mutants = ModelMutants | InputMutants
 
 def label_change_rate(model: Callable[[torch.Tensor], Any], mutants: Mutants, x: torch.Tensor, n: int) -> torch.Tensor:
     """LCR ``(B,)`` of ``x`` over the first ``n`` mutants (labels compared with ``model``'s)."""
-    check_input(x)
+    check_batch(x)
     with eval_mode(model):
         ref = predicted_labels(model, x)
     ids = torch.arange(x.shape[0])
@@ -335,6 +331,8 @@ class NMutantDetector:
             self.mutants = InputMutants(model, step=input_step, box=input_box, bounds=bounds, seed=seed)
         else:
             raise ValueError(f"mutation must be 'model' or 'input', got {mutation!r}.")
+        check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
+        check_number("beta", beta, low=0, high=1, low_open=True, high_open=True)
         if max_mutants < 1 or not 0 < indifference < 1:
             raise ValueError(f"max_mutants must be >= 1 and indifference in (0, 1), got {max_mutants}, {indifference}.")
         self.model, self.max_mutants = model, max_mutants
@@ -362,7 +360,7 @@ class NMutantDetector:
 
     def detect(self, x: torch.Tensor) -> SPRTResult:
         """SPRT decision per input of ``x`` ``(B, C, *spatial)``, with the number of mutants used."""
-        check_input(x)
+        check_batch(x)
         p0, p1 = self.hypotheses
         with eval_mode(self.model):
             ref = predicted_labels(self.model, x).cpu()

@@ -1,5 +1,7 @@
 """Small helpers shared by the metric modules: class scores for binary single-logit models,
-chunked prediction, and an eval-mode context that restores the caller's train/eval flags.
+chunked prediction, spatial dims, and figures. (``eval_mode``, ``class_logits`` and
+``model_output`` live in :mod:`medrobust.core.utils`, input checks in
+:mod:`medrobust.core.validation`; they are re-exported here for the metric modules.)
 
 Binary classifiers in medrobust may return a single logit ``z`` (``sigmoid(z) = p(class 1)``).
 For probabilities we use the attacks' :func:`~medrobust.core.attacks.losses.class_logits`
@@ -10,16 +12,15 @@ constant.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from medrobust.core.attacks.base import check_input, model_output
-from medrobust.core.attacks.losses import class_logits
+from medrobust.core.utils import class_logits, eval_mode, model_output
+from medrobust.core.validation import check_batch
 
 __all__ = [
     "class_logits",
@@ -27,7 +28,7 @@ __all__ = [
     "predict_logits",
     "predicted_labels",
     "eval_mode",
-    "check_input",
+    "check_batch",
     "model_output",
     "spatial_dims_of",
     "pyplot",
@@ -62,24 +63,9 @@ class ClassLogits(nn.Module):
         return class_logits(out)
 
 
-@contextlib.contextmanager
-def eval_mode(model: Any) -> Iterator[Any]:
-    """Put ``model`` (if an ``nn.Module``) in eval mode and restore each submodule's flag afterwards."""
-    if not isinstance(model, nn.Module):
-        yield model
-        return
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in flags:
-            m.training = t
-
-
 def predict_logits(model: Callable[[torch.Tensor], Any], x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     """Class logits ``(B, K >= 2)`` of ``x`` ``(B, C, *spatial)`` without gradients, in chunks."""
-    check_input(x)
+    check_batch(x)
     outs = []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -93,11 +79,11 @@ def predicted_labels(model: Callable[[torch.Tensor], Any], x: torch.Tensor, *, b
 
 
 def spatial_dims_of(x: torch.Tensor) -> int:
-    """Number of spatial dims of ``x`` ``(B, C, *spatial)`` (checked to be 1, 2 or 3)."""
-    check_input(x)
+    """Number of spatial dims of ``x`` ``(B, C, *spatial)`` (checked to be 2 or 3)."""
+    check_batch(x)
     n = x.ndim - 2
-    if n not in (1, 2, 3):
-        raise ValueError(f"x must have 1, 2 or 3 spatial dims (B, C, H[, W[, D]]), got shape {tuple(x.shape)}.")
+    if n not in (2, 3):
+        raise ValueError(f"x must have 2 or 3 spatial dims (B, C, H, W[, D]), got shape {tuple(x.shape)}.")
     return n
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from captum.attr import DeepLiftShap, IntegratedGradients, Occlusion
 
-from medrobust.core.metrics._utils import ClassLogits, check_input, eval_mode, predicted_labels
+from medrobust.core.metrics._utils import ClassLogits, check_batch, eval_mode, predicted_labels
 
 __all__ = ["integrated_gradients", "deep_lift_shap", "occlusion", "fisher_sensitivity", "gini_index", "resolve_target"]
 
@@ -80,7 +80,7 @@ def integrated_gradients(
         >>> integrated_gradients(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1])).shape
         torch.Size([2, 1, 4, 4])
     """
-    check_input(x)
+    check_batch(x)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
     t = resolve_target(model, x, target)
@@ -118,7 +118,7 @@ def deep_lift_shap(
     Returns:
         Attributions ``(B, C, H, W[, D])``.
     """
-    check_input(x)
+    check_batch(x)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"deep_lift_shap needs an nn.Module (DeepLIFT hooks its layers), got {type(model).__name__}.")
     if not isinstance(baselines, torch.Tensor) or baselines.ndim != x.ndim or baselines.shape[1:] != x.shape[1:]:
@@ -167,7 +167,7 @@ def occlusion(
     Returns:
         Attributions ``(B, C, H, W[, D])`` (the mean score drop of the windows covering a voxel).
     """
-    check_input(x)
+    check_batch(x)
     w = _window(window, x, "window")
     s = tuple(max(1, v // 2) for v in w) if stride is None else _window(stride, x, "stride")
     t = resolve_target(model, x, target)
@@ -201,7 +201,7 @@ def fisher_sensitivity(
     """
     from medrobust.core.metrics.fisher import image_fisher_information, pixel_fisher_information
 
-    check_input(x)
+    check_batch(x)
     t = resolve_target(model, x, target)
     scores, maps = [], []
     with eval_mode(model):

@@ -16,7 +16,7 @@ import torch
 from monai.metrics import calibration_binning, compute_roc_auc
 from numpy.typing import ArrayLike
 
-from medrobust.core.metrics._utils import class_logits
+from medrobust.core.utils import class_logits
 
 __all__ = [
     "class_probabilities",

@@ -30,7 +30,9 @@ import torch
 from torch import nn
 
 from medrobust.core.attacks import pgd
-from medrobust.core.attacks.base import Bounds, GeneratorLike, check_input, model_output
+from medrobust.core.attacks.base import Bounds, GeneratorLike
+from medrobust.core.utils import base_seed, model_output
+from medrobust.core.validation import check_batch
 from medrobust.core.attacks.losses import cross_entropy_loss
 
 __all__ = ["NORM_LAYERS", "perturbable_parameters", "robust_loss", "FlatnessResult", "average_flatness", "worst_flatness"]
@@ -92,7 +94,7 @@ def robust_loss(
     Returns:
         The loss (float), or ``(loss, x_adv)``.
     """
-    check_input(x)
+    check_batch(x)
     y = y.reshape(-1).long().to(x.device)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} inputs.")
@@ -148,10 +150,7 @@ def _private_copy(model: nn.Module) -> tuple[nn.Module, list[tuple[str, nn.Param
 
 def _seed_and_generator(generator: torch.Generator | int | None) -> tuple[int, torch.Generator]:
     """An int base seed (for the PGD starts) and a CPU generator for the weight draws."""
-    if isinstance(generator, torch.Generator):
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    else:
-        seed = 0 if generator is None else int(generator)
+    seed = base_seed(generator)
     return seed, torch.Generator().manual_seed(seed)
 
 

@@ -26,7 +26,7 @@ from medrobust.core.attacks import pgd
 from medrobust.core.attacks.base import Bounds, GeneratorLike, as_bounds, draw, input_gradient, per_sample_generators
 from medrobust.core.attacks.losses import cross_entropy_loss, margin_loss
 from medrobust.core.metrics._utils import (
-    check_input,
+    check_batch,
     class_logits,
     eval_mode,
     model_output,
@@ -78,7 +78,7 @@ def intrinsic_robustness(
         >>> psi.shape, bool((psi >= 0).all())
         (torch.Size([4]), True)
     """
-    check_input(x)
+    check_batch(x)
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}.")
     if eps == 0:
@@ -138,7 +138,7 @@ def loss_surface(
         generator: seeds the random sign direction.
         chunk: images per forward pass.
     """
-    check_input(x)
+    check_batch(x)
     if quantity not in ("margin", "loss"):
         raise ValueError(f"quantity must be 'margin' or 'loss', got {quantity!r}.")
     if resolution < 2 or span <= 0:

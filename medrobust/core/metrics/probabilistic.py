@@ -39,8 +39,9 @@ from scipy.special import betaincinv
 from torch import nn
 
 from medrobust.core.attacks import pgd
-from medrobust.core.attacks.base import Bounds, check_input, model_output
-from medrobust.core.metrics._utils import class_logits
+from medrobust.core.attacks.base import Bounds
+from medrobust.core.utils import class_logits, model_output
+from medrobust.core.validation import check_batch
 
 __all__ = [
     "hoeffding_sample_size",
@@ -184,7 +185,7 @@ def probabilistic_robustness(
         >>> int(r.n_samples[0])
         29
     """
-    check_input(x)
+    check_batch(x)
     if criterion not in ("softmax", "label"):
         raise ValueError(f"criterion must be 'softmax' or 'label', got {criterion!r}.")
     n_max = hoeffding_sample_size(eps, delta)

@@ -28,7 +28,7 @@ from monai.networks.layers import GaussianFilter
 from scipy.stats import spearmanr
 
 from medrobust.core.attacks.base import Bounds, GeneratorLike, as_bounds, draw, per_sample_generators
-from medrobust.core.metrics._utils import ClassLogits, check_input, eval_mode, pyplot, save_figure, spatial_dims_of
+from medrobust.core.metrics._utils import ClassLogits, check_batch, eval_mode, pyplot, save_figure, spatial_dims_of
 from medrobust.core.metrics.attribution import occlusion, resolve_target
 
 __all__ = [
@@ -136,7 +136,7 @@ def deletion_scores(
         ``{"morf", "lerf"}``: areas under the curves ``(B,)`` (in [0, 1]), and
         ``"curves_morf"``, ``"curves_lerf"`` ``(B, steps + 1)``.
     """
-    check_input(x)
+    check_batch(x)
     if saliency.ndim != x.ndim or saliency.shape[0] != x.shape[0] or saliency.shape[2:] != x.shape[2:]:
         raise ValueError(f"saliency must be (B, C|1, *spatial) matching x {tuple(x.shape)}, got {tuple(saliency.shape)}.")
     if steps < 1:
@@ -218,7 +218,7 @@ def occlusion_baseline_study(
         >>> s.spearman.shape
         torch.Size([2, 4, 4])
     """
-    check_input(x)
+    check_batch(x)
     t = resolve_target(model, x, target)
     bases = occlusion_baselines(x, kinds=kinds, bounds=bounds, blur_sigma=blur_sigma, generator=generator)
     ks = tuple(bases)
