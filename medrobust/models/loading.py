@@ -41,6 +41,7 @@ __all__ = [
     "load_state_dict_model",
     "from_module",
     "extract_state_dict",
+    "load_weights",
     "file_sha256",
 ]
 
@@ -153,7 +154,16 @@ def extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _load_weights(network: torch.nn.Module, weights: Path) -> None:
+def load_weights(network: torch.nn.Module, weights: str | Path) -> None:
+    """Load a state dict file (or a checkpoint holding one) into ``network``, strictly.
+
+    ``torch.load(..., weights_only=True)``; a ``module.`` prefix is stripped.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable with ``weights_only=True``, or keys/shapes not matching the network.
+    """
+    weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"weights file {weights} not found.")
     try:
@@ -238,22 +248,15 @@ def load_bundle(
         FileNotFoundError: no inference config, metadata or weights.
         ValueError: no ``network_def``, unusable input shape, weights not matching.
     """
+    from medrobust.models.bundle import bundle_config_files, load_bundle_network
+
     root = Path(bundle_dir)
     configs = root / "configs"
-    cfg = next((configs / f"inference{s}" for s in _CONFIG_SUFFIXES if (configs / f"inference{s}").is_file()), None)
-    if cfg is None:
-        raise FileNotFoundError(f"bundle {root}: no configs/inference.json (or .yaml) found.")
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(cfg))
-    parser["bundle_root"] = str(root)
-    if "network_def" not in parser:
-        raise ValueError(f"{cfg}: no 'network_def' entry; top-level ids: {sorted(parser.get())[:20]}.")
-    with _on_sys_path(root):
-        network = parser.get_parsed_content("network_def", instantiate=True)
-    if not isinstance(network, torch.nn.Module):
-        raise ValueError(f"{cfg}: 'network_def' should instantiate a torch.nn.Module, got {type(network).__name__}.")
+    try:
+        cfg = bundle_config_files(root, "inference")[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"bundle {root}: no configs/inference.json (or .yaml) found.") from None
+    network = load_bundle_network(root, config_files=[cfg], weights=None)
 
     shape = _parse_input_size(input_size)
     meta_file = configs / "metadata.json"
@@ -279,7 +282,7 @@ def load_bundle(
     weights = root / "models" / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"bundle {root}: weights {weights} not found.")
-    _load_weights(network, weights)
+    load_weights(network, weights)
     channels = in_channels if in_channels is not None else meta_channels
     return _finish(
         network, shape, channels, "bundle", file_sha256(cfg, weights), root.name,
@@ -361,7 +364,7 @@ def load_state_dict_model(
         raise ValueError(f"{cfg}: no input size; give input_size (--input-size H W [D]) or 'spatial_shape' in the config.")
     if in_channels is None and net_id:
         in_channels = content.get("num_channels")
-    _load_weights(network, weights)
+    load_weights(network, weights)
     return _finish(
         network, shape, in_channels, "state_dict", file_sha256(cfg, weights), weights.name,
         device=device, activation=activation, positive_class=positive_class,
