@@ -3,9 +3,10 @@
 A convolution computed in the Fourier domain where only a low band of the one-sided (``rfftn``)
 spectrum is kept, for the input, the filter and (in backward) the upstream gradient:
 
-- the (already padded) input of spatial size ``L`` is zero-padded to ``N >= L`` per axis (the
-  next power of two by default, as the authors' ``conv2D_fft.py``) and transformed with
-  ``rfftn``; the filter is zero-padded to the same ``N``;
+- the (already padded) input of spatial size ``L`` is transformed with ``rfftn`` at ``N = L``
+  per axis (``power_of_two=True``: zero-padded to the next power of two, as the authors'
+  GPU code ``conv2D_fft.py``; on CPU this only costs time, up to 8x the FFT volume in 3-D);
+  the filter is zero-padded to the same ``N`` (no wrap-around: the valid output needs ``N >= L``);
 - per axis, the kept frequencies are ``|k| <= n_a`` (the last, one-sided axis: ``0 <= k <= n_a``)
   with ``n_a = floor(f * (N_a // 2))`` and ``f = ((100 - c) / 100) ** (1 / d)`` for compression
   ``c`` percent and ``d`` spatial dims (``f = sqrt((100 - c) / 100)`` in 2-D: a square low band
@@ -70,7 +71,7 @@ def _check_compression(compression: float) -> float:
     return c
 
 
-def fft_size(length: int, *, power_of_two: bool = True) -> int:
+def fft_size(length: int, *, power_of_two: bool = False) -> int:
     """FFT length for a padded signal of ``length`` samples: the next power of two, or ``length`` itself."""
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}.")
@@ -162,6 +163,8 @@ def _gather(spec: torch.Tensor, idx: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _scatter(compact: torch.Tensor, idx: Sequence[torch.Tensor], spec_shape: Sequence[int]) -> torch.Tensor:
+    if all(len(t) == n for t, n in zip(idx, spec_shape)):  # full band: nothing to scatter
+        return compact
     full = compact.new_zeros(tuple(compact.shape[: compact.ndim - len(idx)]) + tuple(spec_shape))
     full[(Ellipsis, *_grid([t.to(compact.device) for t in idx]))] = compact
     return full
@@ -241,7 +244,7 @@ def bandlimited_conv(
     padding: int | Sequence[int] | str = 0,
     padding_mode: str = "zeros",
     groups: int = 1,
-    power_of_two: bool = True,
+    power_of_two: bool = False,
 ) -> torch.Tensor:
     """Band-limited FFT convolution, the drop-in for ``F.conv{1,2,3}d`` (cross-correlation, dilation 1).
 
@@ -254,8 +257,9 @@ def bandlimited_conv(
         padding: ints per spatial dim, ``"same"`` (stride 1 only) or ``"valid"``.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
         groups: grouped convolution.
-        power_of_two: zero-pad the FFT to the next power of two per axis (the paper), else to the
-            padded input size (smaller FFTs, same result at 0 % compression).
+        power_of_two: zero-pad the FFT to the next power of two per axis (the paper's GPU choice);
+            default: the padded input size (smaller FFTs on CPU; same result at 0 % compression,
+            a slightly different band at other rates since the band is relative to ``N``).
 
     Returns:
         ``(B, C_out, *out_spatial)`` as the direct convolution's shape.
@@ -318,7 +322,7 @@ class BandLimitedConv(nn.Module):
 
     def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None = None, *, compression: float = 0.0,
                  stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0, padding_mode: str = "zeros",
-                 groups: int = 1, power_of_two: bool = True) -> None:
+                 groups: int = 1, power_of_two: bool = False) -> None:
         super().__init__()
         self.weight = weight
         self.bias = bias
@@ -327,7 +331,7 @@ class BandLimitedConv(nn.Module):
         self.groups, self.power_of_two = int(groups), bool(power_of_two)
 
     @classmethod
-    def from_conv(cls, conv: nn.Module, *, compression: float = 0.0, power_of_two: bool = True) -> BandLimitedConv:
+    def from_conv(cls, conv: nn.Module, *, compression: float = 0.0, power_of_two: bool = False) -> BandLimitedConv:
         """The band-limited twin of ``conv`` (``nn.Conv1d/2d/3d``), sharing its weight and bias.
 
         Raises:
@@ -354,7 +358,7 @@ class BandLimitedConv(nn.Module):
                 f"padding={self.padding}, groups={self.groups}, compression={self.compression:g}")
 
 
-def bandlimit_convs(model: nn.Module, *, compression: float = 0.0, power_of_two: bool = True,
+def bandlimit_convs(model: nn.Module, *, compression: float = 0.0, power_of_two: bool = False,
                     skip: Sequence[str] = ()) -> nn.Module:
     """Replace every ``nn.Conv1d/2d/3d`` in ``model`` (in place) by a :class:`BandLimitedConv`.
 
