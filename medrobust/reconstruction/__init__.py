@@ -16,7 +16,27 @@ from __future__ import annotations
 
 from medrobust.reconstruction.fft import fft2c, ifft2c
 from medrobust.reconstruction.masks import FASTMRI_CENTER_FRACTIONS, ColumnMask, center_columns, undersampling_mask
-from medrobust.reconstruction.simulation import coil_sensitivities, rss, simulate_kspace, smooth_phase, zero_filled
+from medrobust.reconstruction.io import (
+    KspaceVolume,
+    read_bart_kspace,
+    read_cfl,
+    read_fastmri,
+    read_ismrmrd,
+    read_kspace,
+    read_magnitude,
+    write_bart_kspace,
+    write_cfl,
+    write_fastmri,
+    write_ismrmrd,
+)
+from medrobust.reconstruction.simulation import (
+    coil_sensitivities,
+    normalize_magnitude,
+    rss,
+    simulate_kspace,
+    smooth_phase,
+    zero_filled,
+)
 
 __all__ = [
     # fft
@@ -29,8 +49,21 @@ __all__ = [
     "undersampling_mask",
     # simulation
     "coil_sensitivities",
+    "normalize_magnitude",
     "rss",
     "simulate_kspace",
     "smooth_phase",
     "zero_filled",
+    # io
+    "KspaceVolume",
+    "read_kspace",
+    "read_fastmri",
+    "write_fastmri",
+    "read_ismrmrd",
+    "write_ismrmrd",
+    "read_cfl",
+    "write_cfl",
+    "read_bart_kspace",
+    "write_bart_kspace",
+    "read_magnitude",
 ]

@@ -23,11 +23,12 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from medrobust.reconstruction.fft import fft2c, ifft2c
 
-__all__ = ["smooth_phase", "coil_sensitivities", "simulate_kspace", "zero_filled", "rss"]
+__all__ = ["normalize_magnitude", "smooth_phase", "coil_sensitivities", "simulate_kspace", "zero_filled", "rss"]
 
 
 def _fresh(generator: torch.Generator | None, name: str) -> torch.Generator:
@@ -45,6 +46,44 @@ def _spatial_shape(shape: Sequence[int], name: str) -> tuple[int, ...]:
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ValueError(f"{name}: shape must be 2 or 3 positive sizes (H, W[, D]), got {shape}")
     return shape
+
+
+def normalize_magnitude(volume: torch.Tensor | np.ndarray, *, upper_percentile: float = 99.5) -> torch.Tensor:
+    """Robust intensity scaling of a magnitude image or volume to [0, 1] before simulation.
+
+    Raw MR intensities differ by scanner and protocol (PROMISE12: int16 up to a few thousand), so
+    each volume is scaled on its own: its minimum maps to 0 and its ``upper_percentile``-th
+    percentile to 1, values above are clipped to 1 (a few bright voxels, e.g. fat or flow, would
+    otherwise compress the rest of the range). MONAI's ``ScaleIntensityRangePercentiles`` does the
+    work (``lower=0``, ``clip=True``).
+
+    Args:
+        volume: real magnitude, any shape (one volume: the percentile is over all its voxels).
+        upper_percentile: percentile mapped to 1, in (50, 100].
+
+    Returns:
+        float32 tensor of the same shape in [0, 1].
+
+    Raises:
+        ValueError: NaN/inf values, a constant volume, or a bad percentile.
+
+    Example:
+        >>> v = normalize_magnitude(torch.arange(1000.0).reshape(10, 10, 10))
+        >>> float(v.min()), float(v.max()), round(float(v.flatten()[500]), 3)
+        (0.0, 1.0, 0.503)
+    """
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    if not (50.0 < upper_percentile <= 100.0):
+        raise ValueError(f"normalize_magnitude: upper_percentile must be in (50, 100], got {upper_percentile!r}")
+    x = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume, dtype=torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError("normalize_magnitude: volume has NaN/inf values")
+    hi = torch.quantile(x.flatten().double(), upper_percentile / 100.0) if x.numel() < 2**24 else x.max()
+    if not hi > x.min():
+        raise ValueError(f"normalize_magnitude: constant volume (value {float(x.min()):g}) cannot be scaled")
+    scale = ScaleIntensityRangePercentiles(lower=0.0, upper=upper_percentile, b_min=0.0, b_max=1.0, clip=True)
+    return torch.as_tensor(scale(x[None])[0], dtype=torch.float32)
 
 
 def smooth_phase(
