@@ -26,6 +26,7 @@ from medrobust.core.defenses.base import AdversarialTrainingStep, class_indices,
 from medrobust.core.defenses.evaluation import AdversarialEvaluationStep, adv_key, eps_tag, robustness_metrics
 from medrobust.core.defenses.factory import DEFENSES, build_defense, defense_names
 from medrobust.core.defenses.fisher_targeted import FisherSelection, FisherTargetedTraining
+from medrobust.core.defenses.fnaf import FNAFTraining
 from medrobust.core.defenses.mart import MART, mart_loss
 from medrobust.core.defenses.pgd_at import CatastrophicOverfittingStop, FastFGSMTraining, FGMTraining, PGDAdversarialTraining
 from medrobust.core.defenses.trades import TRADES, trades_kl_objective
@@ -43,6 +44,7 @@ __all__ = [
     "ADTEXPAM",
     "FisherTargetedTraining",
     "FisherSelection",
+    "FNAFTraining",
     "AdversarialEvaluationStep",
     "robustness_metrics",
     "build_defense",
