@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,12 +28,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from medrobust.markdown import markdown_table
 from medrobust.models import LoadedModel
 from medrobust.perturbations.registry import get_family, sample_seed
 from medrobust.sensitivity.plots import plot_cnr_curves, plot_example_grid, plot_family_curves
 from medrobust.sensitivity.summary import summarise_cnr
 
-__all__ = ["ReportOptions", "write_outputs", "example_panels", "markdown_table"]
+__all__ = ["ReportOptions", "write_outputs", "example_panels"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +90,6 @@ def _names(value: Sequence[str] | str, arg: str) -> tuple[str, ...]:
     if not all(isinstance(v, str) for v in value):
         raise TypeError(f"{arg} should be family names (strings), got {list(value)!r}.")
     return tuple(value)
-
-
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
-    """A GitHub-flavoured markdown table (no extra dependency); severities printed with ``g``."""
-
-    def fmt(v: Any, col: str) -> str:
-        if isinstance(v, float) and col == "severity":
-            return format(v, "g")
-        if isinstance(v, float):
-            return "n/a" if math.isnan(v) else format(v, floatfmt)
-        return str(v)
-
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(fmt(v, c) for v, c in zip(row, cols)) + " |")
-    return "\n".join(lines)
 
 
 def _display(x: torch.Tensor, size: int) -> np.ndarray:
