@@ -10,6 +10,9 @@ Example:
     >>> rows = attack_rows(network, items, eps=0.05, steps=5)        # doctest: +SKIP
     >>> rows[0]["dice_gland_adv"] <= rows[0]["dice_gland"]           # doctest: +SKIP
     True
+    >>> summarise_attack_rows([{"dice_gland": 0.8, "dice_gland_adv": 0.6, "tre_landmarks_mm": [2.0, 4.0],
+    ...                         "tre_landmarks_mm_adv": [3.0, float("nan")]}])
+    {'dice_gland': 0.8, 'dice_gland_adv': 0.6, 'tre_median_mm': 3.0, 'tre_median_mm_adv': 3.0}
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.networks.blocks import Warp
 
@@ -24,7 +28,7 @@ from medrobust.core.attacks import pgd, registration_objective
 from medrobust.registration.engine import register
 from medrobust.registration.evaluation import case_metrics
 
-__all__ = ["attack_fixed_image", "attack_rows"]
+__all__ = ["attack_fixed_image", "attack_rows", "summarise_attack_rows"]
 
 
 class _FixedOnly(torch.nn.Module):
@@ -108,3 +112,23 @@ def attack_rows(
         row["attack_loss_clean"], row["attack_loss_adv"] = float(info["loss_clean"][0]), float(info["loss"][0])
         rows.append(row)
     return rows
+
+
+def summarise_attack_rows(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean gland Dice and pooled landmark TRE median (NaN landmarks skipped), clean and under attack.
+
+    Returns:
+        ``dice_gland``, ``dice_gland_adv``, ``tre_median_mm``, ``tre_median_mm_adv``.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("rows: nothing to summarise (no attacked cases).")
+    out = {}
+    for suffix in ("", "_adv"):
+        out[f"dice_gland{suffix}"] = float(np.mean([r[f"dice_gland{suffix}"] for r in rows]))
+    for suffix in ("", "_adv"):
+        tre = np.array([v for r in rows for v in r[f"tre_landmarks_mm{suffix}"]], dtype=float)
+        out[f"tre_median_mm{suffix}"] = float(np.nanmedian(tre)) if np.isfinite(tre).any() else float("nan")
+    return {k: out[k] for k in ("dice_gland", "dice_gland_adv", "tre_median_mm", "tre_median_mm_adv")}
