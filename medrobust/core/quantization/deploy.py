@@ -135,6 +135,7 @@ def quantize_onnx_int8(float_path: str | os.PathLike, calibration: torch.Tensor,
 def export_int8(model: torch.nn.Module, calibration: torch.Tensor, stem: str | os.PathLike, *,
                 per_channel: bool = True) -> dict[str, Path]:
     """Float ONNX + int8 ONNX of ``model``: ``{"float": stem.onnx, "int8": stem.int8.onnx}``."""
+    calibration = _check_example(calibration, "calibration")
     stem = Path(stem)
     f = export_onnx(model, calibration[:1], stem.with_suffix(".onnx"))
     q = quantize_onnx_int8(f, calibration, stem.with_suffix(".int8.onnx"), per_channel=per_channel)
