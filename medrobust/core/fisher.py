@@ -132,6 +132,7 @@ def image_fisher_information(
     Returns:
         ``(B,)``; larger is more vulnerable (the mFI-PSO paper attacks images with FI >= 0.01).
     """
+    check_batch(x, target, label_name="target")
     a, p = log_prob_jacobian(model, x)
     t = _resolve_target(target, p)
     grad_f = a[torch.arange(a.shape[0], device=a.device), t]
@@ -154,6 +155,7 @@ def pixel_fisher_information(
         Map shaped like ``x``; entries where the denominator vanishes are 0. Each entry is at
         most ``(1 - p_t) / p_t`` (Cauchy-Schwarz, since ``sum_k p_k d_j log p_k = 0``).
     """
+    check_batch(x, target, label_name="target")
     a, p = log_prob_jacobian(model, x)
     t = _resolve_target(target, p)
     num = a[torch.arange(a.shape[0], device=a.device), t].pow(2)

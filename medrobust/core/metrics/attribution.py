@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from captum.attr import DeepLiftShap, IntegratedGradients, Occlusion
 
-from medrobust.core.metrics._utils import ClassLogits, check_batch, eval_mode, predicted_labels
+from medrobust.core.metrics._utils import ClassLogits, check_batch, eval_mode, predict_logits
+from medrobust.core.validation import check_labels
 
 __all__ = ["integrated_gradients", "deep_lift_shap", "occlusion", "fisher_sensitivity", "gini_index", "resolve_target"]
 
@@ -29,16 +30,13 @@ _IG_VOXELS_PER_CHUNK = 2**21
 
 
 def resolve_target(model: Callable[[torch.Tensor], Any], x: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
-    """Class index per sample ``(B,)``: ``target`` broadcast, or the model's prediction when ``None``."""
+    """Class index per sample ``(B,)``: ``target`` broadcast and checked against the model's classes
+    (:func:`~medrobust.core.validation.check_labels`), or the model's prediction when ``None``."""
+    with eval_mode(model):
+        logits = predict_logits(model, x)
     if target is None:
-        with eval_mode(model):
-            return predicted_labels(model, x)
-    t = torch.as_tensor(target, device=x.device).long().reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(x.shape[0])
-    if t.numel() != x.shape[0]:
-        raise ValueError(f"target must be an int or one class index per sample ({x.shape[0]}), got {t.numel()}.")
-    return t.contiguous()
+        return logits.argmax(dim=1)
+    return check_labels(target, batch=x.shape[0], num_classes=logits.shape[1], name="target").to(x.device).contiguous()
 
 
 def _baseline(baseline: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +78,7 @@ def integrated_gradients(
         >>> integrated_gradients(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1])).shape
         torch.Size([2, 1, 4, 4])
     """
-    check_batch(x)
+    check_batch(x, target, label_name="target")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
     t = resolve_target(model, x, target)
@@ -118,7 +116,7 @@ def deep_lift_shap(
     Returns:
         Attributions ``(B, C, H, W[, D])``.
     """
-    check_batch(x)
+    check_batch(x, target, label_name="target")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"deep_lift_shap needs an nn.Module (DeepLIFT hooks its layers), got {type(model).__name__}.")
     if not isinstance(baselines, torch.Tensor) or baselines.ndim != x.ndim or baselines.shape[1:] != x.shape[1:]:
@@ -167,7 +165,7 @@ def occlusion(
     Returns:
         Attributions ``(B, C, H, W[, D])`` (the mean score drop of the windows covering a voxel).
     """
-    check_batch(x)
+    check_batch(x, target, label_name="target")
     w = _window(window, x, "window")
     s = tuple(max(1, v // 2) for v in w) if stride is None else _window(stride, x, "stride")
     t = resolve_target(model, x, target)
@@ -201,7 +199,7 @@ def fisher_sensitivity(
     """
     from medrobust.core.metrics.fisher import image_fisher_information, pixel_fisher_information
 
-    check_batch(x)
+    check_batch(x, target, label_name="target")
     t = resolve_target(model, x, target)
     scores, maps = [], []
     with eval_mode(model):

@@ -31,7 +31,7 @@ from torch import nn
 
 from medrobust.core.attacks import pgd
 from medrobust.core.attacks.base import Bounds, GeneratorLike
-from medrobust.core.utils import base_seed, model_output
+from medrobust.core.utils import base_seed, eval_mode, model_output
 from medrobust.core.validation import check_batch
 from medrobust.core.attacks.losses import cross_entropy_loss
 
@@ -84,8 +84,8 @@ def robust_loss(
     """Mean cross-entropy at PGD adversarial examples (``eps = 0``: the clean loss).
 
     Args:
-        model: classifier ``(B, C, *spatial) -> (B, K)`` (single logit allowed), used as is
-            (put it in eval mode yourself).
+        model: classifier ``(B, C, *spatial) -> (B, K)`` (single logit allowed); an
+            ``nn.Module`` runs in eval mode and its train/eval flags are restored.
         x: inputs ``(N, C, H, W[, D])``; y: classes ``(N,)``.
         eps, steps, alpha, norm, bounds, generator: the PGD attack.
         batch_size: samples per attack call.
@@ -94,17 +94,15 @@ def robust_loss(
     Returns:
         The loss (float), or ``(loss, x_adv)``.
     """
-    check_batch(x)
-    y = y.reshape(-1).long().to(x.device)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} inputs.")
+    check_batch(x, y, label_name="y (labels)")
+    y = torch.as_tensor(y).reshape(-1).long().to(x.device)
     gen = torch.Generator().manual_seed(generator) if isinstance(generator, int) else generator
     total, advs = 0.0, []
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i : i + batch_size].detach(), y[i : i + batch_size]
         if eps > 0:
             xb = pgd(model, xb, yb, eps=eps, alpha=alpha, steps=steps, norm=norm, bounds=bounds, generator=gen).x_adv
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             total += float(cross_entropy_loss(model_output(model, xb), yb).sum())
         if return_adversarials:
             advs.append(xb)

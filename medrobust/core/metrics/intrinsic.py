@@ -24,16 +24,17 @@ import torch.nn.functional as F
 
 from medrobust.core.attacks import pgd
 from medrobust.core.attacks.base import Bounds, GeneratorLike, as_bounds, draw, input_gradient, per_sample_generators
-from medrobust.core.attacks.losses import cross_entropy_loss, margin_loss
+from medrobust.core.attacks.losses import cross_entropy_loss, labels_or_prediction, margin_loss
 from medrobust.core.metrics._utils import (
     check_batch,
     class_logits,
     eval_mode,
     model_output,
-    predicted_labels,
+    predict_logits,
     pyplot,
     save_figure,
 )
+from medrobust.core.validation import check_nonnegative
 
 __all__ = ["kl_loss", "intrinsic_robustness", "LossSurface", "loss_surface", "plot_loss_surface"]
 
@@ -79,8 +80,7 @@ def intrinsic_robustness(
         (torch.Size([4]), True)
     """
     check_batch(x)
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}.")
+    check_nonnegative("eps", eps)
     if eps == 0:
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     gens = per_sample_generators(generator, x.shape[0])
@@ -138,13 +138,13 @@ def loss_surface(
         generator: seeds the random sign direction.
         chunk: images per forward pass.
     """
-    check_batch(x)
+    check_batch(x, y)
     if quantity not in ("margin", "loss"):
         raise ValueError(f"quantity must be 'margin' or 'loss', got {quantity!r}.")
     if resolution < 2 or span <= 0:
         raise ValueError(f"resolution must be >= 2 and span > 0, got {resolution} and {span}.")
     with eval_mode(model):
-        y = predicted_labels(model, x) if y is None else y.reshape(-1).long().to(x.device)
+        y = labels_or_prediction(predict_logits(model, x), y)
         _, g, _ = input_gradient(model, x, lambda out: cross_entropy_loss(out, y))
         d1 = g.sign()
         gens = per_sample_generators(generator, x.shape[0])

@@ -121,7 +121,7 @@ def test_bad_inputs(model2d, data2d):
         deep_lift_shap(model2d, x, baselines=x[:1])
     with pytest.raises(ValueError, match="baselines must be"):
         deep_lift_shap(model2d, x, baselines=torch.zeros(3, 1, 5, 5))
-    with pytest.raises(ValueError, match="one class index per sample"):
+    with pytest.raises(ValueError, match="target must hold one .* per sample"):
         integrated_gradients(model2d, x, torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="window"):
         occlusion(model2d, x, window=(2, 2, 2))
