@@ -14,6 +14,16 @@ Example:
 
 from __future__ import annotations
 
+from medrobust.reconstruction.data import (
+    PROMISE12_SPACING_MM,
+    KspaceSliceDataset,
+    MagnitudeVolume,
+    load_magnitude_folder,
+    load_promise12,
+    prepare_volume,
+    read_split,
+    split_volumes,
+)
 from medrobust.reconstruction.fft import fft2c, ifft2c
 from medrobust.reconstruction.masks import FASTMRI_CENTER_FRACTIONS, ColumnMask, center_columns, undersampling_mask
 from medrobust.reconstruction.io import (
@@ -66,4 +76,13 @@ __all__ = [
     "read_bart_kspace",
     "write_bart_kspace",
     "read_magnitude",
+    # data
+    "PROMISE12_SPACING_MM",
+    "MagnitudeVolume",
+    "prepare_volume",
+    "load_promise12",
+    "load_magnitude_folder",
+    "KspaceSliceDataset",
+    "split_volumes",
+    "read_split",
 ]

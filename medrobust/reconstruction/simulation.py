@@ -73,6 +73,7 @@ def normalize_magnitude(volume: torch.Tensor | np.ndarray, *, upper_percentile: 
         (0.0, 1.0, 0.503)
     """
     from monai.transforms import ScaleIntensityRangePercentiles
+    from monai.utils import convert_to_tensor
 
     if not (50.0 < upper_percentile <= 100.0):
         raise ValueError(f"normalize_magnitude: upper_percentile must be in (50, 100], got {upper_percentile!r}")
@@ -83,7 +84,7 @@ def normalize_magnitude(volume: torch.Tensor | np.ndarray, *, upper_percentile: 
     if not hi > x.min():
         raise ValueError(f"normalize_magnitude: constant volume (value {float(x.min()):g}) cannot be scaled")
     scale = ScaleIntensityRangePercentiles(lower=0.0, upper=upper_percentile, b_min=0.0, b_max=1.0, clip=True)
-    return torch.as_tensor(scale(x[None])[0], dtype=torch.float32)
+    return convert_to_tensor(scale(x[None])[0], dtype=torch.float32, track_meta=False)  # a plain tensor, not a MetaTensor
 
 
 def smooth_phase(

@@ -8,7 +8,14 @@ import torch
 
 from medrobust.reconstruction.fft import fft2c, ifft2c
 from medrobust.reconstruction.masks import undersampling_mask
-from medrobust.reconstruction.simulation import coil_sensitivities, rss, simulate_kspace, smooth_phase, zero_filled
+from medrobust.reconstruction.simulation import (
+    coil_sensitivities,
+    normalize_magnitude,
+    rss,
+    simulate_kspace,
+    smooth_phase,
+    zero_filled,
+)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -123,3 +130,18 @@ def test_rss_matches_monai():
 def test_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+def test_normalize_magnitude():
+    v = torch.arange(1000.0).reshape(10, 10, 10)
+    v[0, 0, 0] = 1e6  # one outlier does not set the scale
+    out = normalize_magnitude(v)
+    assert type(out) is torch.Tensor and out.dtype == torch.float32
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert 0.49 < float(out.flatten()[500]) < 0.51
+    assert float((out == 1.0).float().mean()) <= 0.006  # only the top 0.5 % is clipped
+    for bad, match in ((torch.full((4, 4), 3.0), "constant"), (torch.tensor([1.0, float("inf")]), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            normalize_magnitude(bad)
+    with pytest.raises(ValueError, match="upper_percentile"):
+        normalize_magnitude(v, upper_percentile=20)
