@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.networks.blocks import Warp
 
 from medrobust.data.paired import load_paired_dataset
-from medrobust.registration.engine import register
-from medrobust.registration.evaluation import case_metrics, summarise
+from medrobust.registration.baselines import ddf_rows, network_ddf_fn
+from medrobust.registration.evaluation import summarise
 
-from benchmarks.registration_inference import BUNDLE, NETWORKS, build_network, time_inference
+from benchmarks.registration_inference import BUNDLE, reference_networks, time_inference
 
 __all__ = ["bspline_ddf", "transform_to_ddf"]
 
@@ -98,30 +96,6 @@ def transform_to_ddf(transform: sitk.Transform, reference: sitk.Image) -> torch.
     return torch.from_numpy(disp.astype(np.float32))
 
 
-def _rows(items, ddf_fn) -> list[dict]:
-    warp = Warp(mode="bilinear", padding_mode="zeros")
-    rows = []
-    for it in items:
-        c0, w0 = time.process_time(), time.perf_counter()
-        ddf = ddf_fn(it)
-        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-        row = {"case_id": it["case_id"], **case_metrics(ddf[None], warp(it["moving_label"][None], ddf[None]),
-                                                       it["fixed_label"][None], it["affine"],
-                                                       moving_label=it["moving_label"][None])}
-        row.update(cpu_s=cpu, wall_s=wall)
-        rows.append(row)
-    return rows
-
-
-def _network_fn(net):
-    keys = ["moving_image", "moving_mask"][: getattr(net, "in_channels", 2) - 1]
-
-    def fn(it):
-        with torch.no_grad():
-            return register(net, torch.cat([it[k][None] for k in keys], 1), it["fixed_image"][None])[0]
-    return fn
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset_dir", default=str(BUNDLE.parents[1].parent / "shared" / "data" / "mrus_dev"))
@@ -147,15 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                "SimpleITK rigid (Mattes MI)": lambda it: classical(it, rigid_only=True),
                "SimpleITK rigid + B-spline (Mattes MI)": classical}
     timings = {}
-    for name, folder, overrides in NETWORKS:
-        weights = BUNDLE / "runs" / folder / "model.pt"
-        if weights.is_file():
-            net = build_network(weights, **overrides)
-            methods[name] = _network_fn(net)
-            timings[name] = time_inference(net)
+    for name, net, _ in reference_networks(trained_only=True):
+        methods[name] = network_ddf_fn(net)
+        timings[name] = time_inference(net)
     results = {}
     for name, fn in methods.items():
-        rows = _rows(items, fn)
+        rows = ddf_rows(items, fn, timed=True)
         s = summarise(rows)
         s["cpu_s"] = float(np.median([r["cpu_s"] for r in rows]))
         s["wall_s"] = float(np.median([r["wall_s"] for r in rows]))

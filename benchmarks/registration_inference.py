@@ -1,7 +1,8 @@
 """Inference time per MR-TRUS pair of the mrus_registration network on this CPU.
 
-Times the bundle's network (``network_def`` of ``configs/train.json``; weights from the comparison
-run when present) on the 3 mm grid:
+Times each reference configuration of the bundle (``configs/reference_networks.json``: the
+``network_def`` of ``configs/train.json`` with that row's overrides, built by
+:func:`medrobust.models.load_bundle_network`; weights from the comparison run when present) on the 3 mm grid:
 one forward of ``cat([moving, fixed])`` plus warping the moving labels, batch 1, after a warm-up;
 best and median of repeats, as process CPU time (one intra-op thread: CPU time = compute time,
 far steadier than wall time on a shared box) and wall time.
@@ -23,29 +24,28 @@ from monai.networks.blocks import Warp
 
 from medrobust.registration.engine import register
 
-__all__ = ["NETWORKS", "build_network", "time_inference"]
+__all__ = ["reference_networks", "time_inference"]
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mrus_registration"
-PAPER = {"global_stage": "none", "moving_mask_input": False, "keypoint_weight": 0.0}  # Hu et al.'s image-only LocalNet
-# (row name, weights folder under the bundle's runs/, config overrides it was trained with)
-NETWORKS = [
-    ("keypoint stage alone", "compare_keypoints_only/none", {"local_stage": False}),
-    *[(f"keypoints + LocalNet, regulariser {r}", f"compare/{r}", {}) for r in ("none", "diffusion", "bending", "adversarial")],
-    ("image-only LocalNet (paper), bending", "compare_paper/bending", PAPER),
-]
 
 
-def build_network(weights: Path | None = None, **overrides) -> torch.nn.Module:
-    """The bundle's network (``network_def`` of ``configs/train.json`` with ``overrides``), optionally with weights."""
-    from monai.bundle import ConfigParser
+def reference_networks(*, trained_only: bool = False) -> list[tuple[str, torch.nn.Module, bool]]:
+    """``(row name, network, trained)`` per entry of the bundle's ``configs/reference_networks.json``.
 
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "train.json"))
-    parser.update({"bundle_root": str(BUNDLE), **overrides})
-    net = parser.get_parsed_content("network_def")
-    if weights is not None:
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return net.eval()
+    A row whose weights are missing gets its initialisation (``trained`` False) unless ``trained_only``.
+    """
+    from medrobust.models import load_bundle_network
+
+    spec = json.loads((BUNDLE / "configs" / "reference_networks.json").read_text())["networks"]
+    out = []
+    for row in spec:
+        weights = BUNDLE / row["weights"]
+        if trained_only and not weights.is_file():
+            continue
+        net = load_bundle_network(BUNDLE, config_files=["train.json"], overrides=row["overrides"],
+                                  weights=weights if weights.is_file() else None)
+        out.append((row["name"], net, weights.is_file()))
+    return out
 
 
 def time_inference(net: torch.nn.Module, shape=(24, 32, 24), n_labels: int = 6, repeats: int = 20) -> dict[str, float]:
@@ -79,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=BUNDLE / "runs" / "benchmarks" / "inference.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = {}
-    for name, folder, overrides in NETWORKS:
-        weights = BUNDLE / "runs" / folder / "model.pt"
-        results[name] = time_inference(build_network(weights if weights.is_file() else None, **overrides), repeats=args.repeats)
+    results = {name: time_inference(net, repeats=args.repeats) for name, net, _ in reference_networks()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))  # noqa: T201 (a command-line script)

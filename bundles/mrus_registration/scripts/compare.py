@@ -10,6 +10,11 @@ For each regulariser in {none, diffusion, bending, adversarial}: train with ``co
 the attacks library's PGD and a registration loss, then rewrite the table between the markers in
 ``docs/README.md``. Results are written after every regulariser (``runs/compare/results.json``), and
 a finished regulariser is skipped on a rerun unless ``--retrain``.
+
+The logic is the library's: :func:`medrobust.models.run_bundle_workflow` (the bundle's workflows),
+:mod:`medrobust.registration.baselines` (no registration, mean training translation),
+:func:`medrobust.registration.robustness.attack_rows` / ``summarise_attack_rows`` (the attack row),
+:func:`medrobust.markdown.write_between_markers` (the README table); this script only wires them.
 """
 
 from __future__ import annotations
@@ -22,76 +27,27 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from monai.networks.blocks import Warp
+
+from medrobust.markdown import write_between_markers
+from medrobust.models import load_weights, run_bundle_workflow
+from medrobust.registration.baselines import mean_translation_rows, no_registration_rows
+from medrobust.registration.evaluation import write_rows
+from medrobust.registration.robustness import attack_rows, summarise_attack_rows
 
 BUNDLE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling modules
-from readme_table import write_marked  # noqa: E402
 logger = logging.getLogger("mrus_registration.compare")
 
 
-def _workflow(configs: list[str], **overrides):
-    from monai.bundle import ConfigWorkflow
-
-    files = [str(BUNDLE / "configs" / c) for c in configs]
-    wf = ConfigWorkflow(config_file=files if len(files) > 1 else files[0], workflow_type="train",
-                        meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=str(BUNDLE / "configs" / "logging.conf"),
-                        **overrides)
-    wf.initialize()
-    missing = wf.check_properties()
-    if missing:
-        raise RuntimeError(f"bundle config misses required properties: {missing}")
-    return wf
-
-
-def _baseline(items) -> dict:
-    from medrobust.registration.evaluation import case_metrics
-
-    rows = []
-    for it in items:
-        zero = torch.zeros(1, 3, *it["fixed_image"].shape[1:])
-        rows.append({"case_id": it["case_id"], **case_metrics(zero, it["moving_label"][None], it["fixed_label"][None], it["affine"],
-                                                                 moving_label=it["moving_label"][None]),
-                     "seconds": 0.0})
-    return rows
-
-
-def _mean_translation(train_items, test_items) -> list[dict]:
-    """A constant DDF: the mean gland-centroid offset of the training pairs (a 'population prior' baseline)."""
-    from medrobust.core.metrics.registration import ddf_world_to_voxel, label_centroids
-    from medrobust.registration.evaluation import case_metrics
-
-    offsets = [label_centroids(it["moving_label"][None, :1], it["affine"])[0, 0] - label_centroids(it["fixed_label"][None, :1], it["affine"])[0, 0]
-               for it in train_items]
-    mean = torch.stack(offsets).mean(0)
-    warp = Warp(mode="bilinear", padding_mode="zeros")
-    rows = []
-    for it in test_items:
-        shape = it["fixed_image"].shape[1:]
-        world = mean.reshape(1, 3, 1, 1, 1).expand(1, 3, *shape)
-        ddf = ddf_world_to_voxel(world, it["affine"]).float()
-        rows.append({"case_id": it["case_id"], **case_metrics(ddf, warp(it["moving_label"][None], ddf), it["fixed_label"][None],
-                                                             it["affine"], moving_label=it["moving_label"][None]), "seconds": 0.0})
-    return rows
+def _workflow(configs: list[str], *, run: bool = False, **overrides):
+    return run_bundle_workflow(BUNDLE, configs, run=run, logging_file=BUNDLE / "configs" / "logging.conf", **overrides)
 
 
 def _robustness(wf, items, eps: float, steps: int) -> dict:
-    from medrobust.registration.robustness import attack_rows
-
     net = wf.parser.get_parsed_content("network")
-    net.load_state_dict(torch.load(Path(wf.parser.get_parsed_content("ckpt_dir")) / "model.pt", map_location="cpu", weights_only=True))
+    load_weights(net, Path(wf.parser.get_parsed_content("ckpt_dir")) / "model.pt")
     rows = attack_rows(net, items, eps=eps, steps=steps, moving_keys=wf.parser.get_parsed_content("moving_keys"))
-    tre = np.array([v for r in rows for v in r["tre_landmarks_mm"]])
-    tre_adv = np.array([v for r in rows for v in r["tre_landmarks_mm_adv"]])
-    return {
-        "rows": rows,
-        "dice_gland": float(np.mean([r["dice_gland"] for r in rows])),
-        "dice_gland_adv": float(np.mean([r["dice_gland_adv"] for r in rows])),
-        "tre_median_mm": float(np.median(tre)),
-        "tre_median_mm_adv": float(np.median(tre_adv)),
-    }
+    return {"rows": rows, **summarise_attack_rows(rows)}
 
 
 def _table(results: dict, args) -> str:
@@ -140,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    from medrobust.registration.evaluation import write_rows
-
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results: dict = json.loads(results_path.read_text()) if results_path.is_file() and not args.retrain else {}
@@ -156,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if "no registration" not in results:
         wf = _workflow(["train.json", "evaluate.json"], **common, regulariser="none", output_dir=str(args.out / "baseline"))
-        rows = _baseline(wf.parser.get_parsed_content("test_data"))
+        rows = no_registration_rows(wf.parser.get_parsed_content("test_data"))
         results["no registration"] = {"summary": write_rows(rows, args.out / "baseline"), "train_seconds": 0.0}
         results_path.write_text(json.dumps(results, indent=2))
     if "mean training translation" not in results:
         wf = _workflow(["train.json", "evaluate.json"], **common, regulariser="none", output_dir=str(args.out / "mean_translation"))
-        rows = _mean_translation(wf.parser.get_parsed_content("train_data"), wf.parser.get_parsed_content("test_data"))
+        rows = mean_translation_rows(wf.parser.get_parsed_content("train_data"), wf.parser.get_parsed_content("test_data"))
         results["mean training translation"] = {"summary": write_rows(rows, args.out / "mean_translation"), "train_seconds": 0.0}
         results_path.write_text(json.dumps(results, indent=2))
     for reg in args.regularisers:
@@ -175,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("reusing %s", out / "model.pt")
             train_s = float("nan")
         else:
-            wf = _workflow(["train.json"], **over)
-            wf.run()
-            wf.finalize()
+            _workflow(["train.json"], run=True, **over)
             train_s = time.time() - t0
         wf = _workflow(["train.json", "evaluate.json"], **over)
         wf.run()
@@ -208,7 +160,7 @@ def _publish(results: dict, args) -> None:
     table = _table(ordered, args)
     (args.out / "table.md").write_text(table)
     if not args.no_readme:
-        write_marked(table, "comparison")
+        write_between_markers(BUNDLE / "docs" / "README.md", "comparison", table)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ After ``scripts/compare.py`` (which attacks at one eps), from the repository roo
 
     nice -n 10 .venv/bin/python bundles/mrus_registration/scripts/robustness_sweep.py --num_threads 1
 
-For every network of ``benchmarks.registration_inference.NETWORKS`` whose weights exist, attack the
+For every network of ``configs/reference_networks.json`` whose weights exist, attack the
 fixed (TRUS) image of each test pair of ``configs/split.json`` with the attacks library's L-inf PGD
 and the registration objective (``medrobust.registration.robustness.attack_rows``), and write
 ``runs/robustness_sweep.json`` and a Markdown table (``runs/robustness_sweep.md``), also placed between
-the robustness markers of ``docs/README.md`` (unless ``--no_readme``).
+the robustness markers of ``docs/README.md`` (unless ``--no_readme``). Networks are built with
+:func:`medrobust.models.load_bundle_network`, rows summarised with
+:func:`medrobust.registration.robustness.summarise_attack_rows`.
 """
 
 from __future__ import annotations
@@ -18,19 +20,16 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 BUNDLE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(BUNDLE.parents[1]))  # the repository root, for benchmarks.*
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
-from readme_table import write_marked  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.registration_inference import NETWORKS, build_network
     from medrobust.data.paired import load_paired_dataset
-    from medrobust.registration.robustness import attack_rows
+    from medrobust.markdown import write_between_markers
+    from medrobust.models import load_bundle_network
+    from medrobust.registration.robustness import attack_rows, summarise_attack_rows
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset_dir", default=str(BUNDLE.parents[1].parent / "shared" / "data" / "mrus_dev"))
@@ -46,20 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     ids = json.loads(Path(args.split_file).read_text())["test"]
     items = load_paired_dataset(args.dataset_dir, ids=ids, spacing=3.0, size=(24, 32, 24), alignment="centre", moving_mask=True)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for name, folder, overrides in NETWORKS:
-        weights = BUNDLE / "runs" / folder / "model.pt"
+    for row in json.loads((BUNDLE / "configs" / "reference_networks.json").read_text())["networks"]:
+        weights = BUNDLE / row["weights"]
         if not weights.is_file():
             continue
-        net = build_network(weights, **overrides)
+        net = load_bundle_network(BUNDLE, config_files=["train.json"], overrides=row["overrides"], weights=weights)
         keys = ["moving_image", "moving_mask"][: getattr(net, "in_channels", 2) - 1]
-        results[name] = {}
+        results[row["name"]] = {}
         for eps in args.eps:
-            rows = attack_rows(net, items, eps=eps, steps=args.steps, moving_keys=keys)
-            tre = [v for r in rows for v in r["tre_landmarks_mm"]]
-            tre_adv = [v for r in rows for v in r["tre_landmarks_mm_adv"]]
-            results[name][str(eps)] = {"dice": float(np.mean([r["dice_gland"] for r in rows])),
-                                       "dice_adv": float(np.mean([r["dice_gland_adv"] for r in rows])),
-                                       "tre_median_mm": float(np.nanmedian(tre)), "tre_median_mm_adv": float(np.nanmedian(tre_adv))}
+            s = summarise_attack_rows(attack_rows(net, items, eps=eps, steps=args.steps, moving_keys=keys))
+            results[row["name"]][str(eps)] = {"dice": s["dice_gland"], "dice_adv": s["dice_gland_adv"],
+                                              "tre_median_mm": s["tre_median_mm"], "tre_median_mm_adv": s["tre_median_mm_adv"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     head = "| network | clean Dice / TRE median (mm) | " + " | ".join(f"eps {e:g}" for e in args.eps) + " |"
@@ -73,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               f"`python bundles/mrus_registration/scripts/robustness_sweep.py {' '.join(argv if argv is not None else sys.argv[1:])}`."]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if not args.no_readme:
-        write_marked("\n".join(lines) + "\n", "robustness")
+        write_between_markers(BUNDLE / "docs" / "README.md", "robustness", "\n".join(lines) + "\n")
     print("\n".join(lines))  # noqa: T201 (a command-line script)
     return 0
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from medrobust.models import load_bundle_network, run_bundle_workflow
+
 BUNDLE = Path(__file__).resolve().parents[3] / "bundles" / "mrus_registration"
 CONFIGS = BUNDLE / "configs"
 
@@ -26,27 +28,16 @@ def sample_pairs(tmp_path_factory):
     return root, split
 
 
-def _workflow(configs, workflow_type="train", **overrides):
-    from monai.bundle import ConfigWorkflow
-
-    files = [str(CONFIGS / c) for c in configs]
-    wf = ConfigWorkflow(config_file=files if len(files) > 1 else files[0], workflow_type=workflow_type,
-                        meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
-                        bundle_root=str(BUNDLE), **overrides)
-    wf.initialize()
-    assert wf.check_properties() == []
-    return wf
+def _workflow(configs, workflow_type="train", *, run=True, **overrides):
+    """The library's workflow runner with this bundle's logging config (run=False: initialized and checked only)."""
+    return run_bundle_workflow(BUNDLE, configs, workflow_type=workflow_type, run=run,
+                               logging_file=CONFIGS / "logging.conf", **overrides)
 
 
 def _network(seed: int = 0) -> torch.nn.Module:
     """The bundle's ``network_def`` (inference config) with random weights, the affine head moved off identity."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    parser["bundle_root"] = str(BUNDLE)
-    torch.manual_seed(seed)
-    net = parser.get_parsed_content("network_def")
+    torch.manual_seed(seed)  # test-side initialisation
+    net = load_bundle_network(BUNDLE, weights=None)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.Linear):  # GlobalNet's affine head starts at exactly the identity
@@ -72,8 +63,7 @@ def test_verify_net_in_out():
 
 
 def test_shipped_weights_load_into_the_inference_network():
-    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
-    _network().load_state_dict(state)  # strict: the shipped checkpoint matches configs/inference.json
+    load_bundle_network(BUNDLE)  # strict: the shipped checkpoint matches configs/inference.json
 
 
 def test_split_is_declared_and_keeps_duplicate_scans_together():
@@ -111,28 +101,23 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
                   **{"fe#n_per_case": 2, "fe#cache_dir": str(tmp_path / "fe"), "augment#translate_range": [0, 0, 0],
                      "augment#rotate_range": [0, 0, 0], "augment#scale_range": [0, 0, 0]})
     # 1a. the adversarial configuration end to end: FE bank from the training labels, D trained alongside
-    wf = _workflow(["train.json"], max_epochs=2, regulariser="adversarial", **common)
-    wf.run()
-    wf.finalize()
+    _workflow(["train.json"], max_epochs=2, regulariser="adversarial", **common)
     log = list(csv.DictReader(open(tmp_path / "runs" / "train_losses.csv")))
     assert len(log) == 2 and all(np.isfinite(float(r["d_loss"])) for r in log)
     assert len(list((tmp_path / "fe").glob("*.npz"))) == 4  # 2 simulations x 2 training cases, cached
     # 1b. a run long enough to learn something, BatchNorm statistics recomputed at the end
-    wf = _workflow(["train.json"], max_epochs=40, regulariser="diffusion", precise_bn_batches=8, **common)
-    wf.run()
-    wf.finalize()
+    _workflow(["train.json"], max_epochs=40, regulariser="diffusion", precise_bn_batches=8, **common)
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(k.endswith("running_mean") for k in state)
     assert len(list(csv.DictReader(open(tmp_path / "runs" / "train_losses.csv")))) == 40
     # 2. train + evaluate merged: evaluate on the training pairs, which the network must have learned
-    wf = _workflow(["train.json", "evaluate.json"], test_ids=["case000", "case001"], regulariser="diffusion", **common)
+    wf = _workflow(["train.json", "evaluate.json"], run=False, test_ids=["case000", "case001"], regulariser="diffusion", **common)
     test_data = wf.parser.get_parsed_content("test_data")
     wf.run()
     wf.finalize()
-    from medrobust.registration.evaluation import case_metrics
+    from medrobust.registration.baselines import no_registration_rows
 
-    before = [case_metrics(torch.zeros(1, 3, *d["fixed_image"].shape[1:]), d["moving_label"][None], d["fixed_label"][None],
-                           d["affine"], moving_label=d["moving_label"][None]) for d in test_data]
+    before = no_registration_rows(test_data)
     before_tre = np.mean([v for r in before for v in r["tre_landmarks_mm"]])
     summary = json.loads((tmp_path / "runs" / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["n_landmarks"] >= 4
@@ -142,10 +127,8 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     assert [r["case_id"] for r in rows] == ["case000", "case001"]
     # 3. inference: warped image/labels, DDF as NIfTI and ITK transform, on the registration grid
     out = tmp_path / "infer"
-    wf = _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "models" / "model.pt"),
-                   output_dir=str(out), case_ids=["case002"], write_itk_transform=False, num_threads=1)
-    wf.run()
-    wf.finalize()
+    _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "models" / "model.pt"),
+              output_dir=str(out), case_ids=["case002"], write_itk_transform=False, num_threads=1)
     folder = out / "case002"
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["ddf.nii.gz", "fixed_image.nii.gz", "warped_moving_image.nii.gz", "warped_moving_label.nii.gz"]
@@ -172,10 +155,8 @@ def test_inference_writes_an_itk_transform(sample_pairs, tmp_path):
     root, _ = sample_pairs
     net = _network()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    wf = _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "model.pt"),
-                   output_dir=str(tmp_path / "out"), case_ids=["case000"], num_threads=1)
-    wf.run()
-    wf.finalize()
+    _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "model.pt"),
+              output_dir=str(tmp_path / "out"), case_ids=["case000"], num_threads=1)
     transform = itk.transformread(str(tmp_path / "out" / "case000" / "ddf_itk.h5"))[0]
     assert "DisplacementFieldTransform" in type(transform).__name__
     shutil.rmtree(tmp_path / "out")
@@ -194,17 +175,3 @@ def test_ckpt_export_traced(tmp_path):
     x = torch.rand(1, 3, 24, 32, 24)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-4)
-
-
-def test_generated_tables_go_between_their_markers(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_table", BUNDLE / "scripts" / "readme_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\noutro\n")
-    mod.write_marked("| new |\n", "t", readme)
-    assert readme.read_text() == "intro\n<!-- t:start -->\n| new |\n<!-- t:end -->\noutro\n"
-    with pytest.raises(RuntimeError, match="markers"):
-        mod.write_marked("x", "missing", readme)
