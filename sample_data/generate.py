@@ -33,9 +33,10 @@ logger = logging.getLogger("sample_data.generate")
 GENERATORS: dict[str, str] = {
     "mammo": "sample_data.mammograms:generate",
     "mrus": "sample_data.mrus:generate",
+    "kspace": "sample_data.kspace:generate",
 }
 #: n used when --n is not given and the generator's ``n`` has no default
-DEFAULT_N: dict[str, int] = {"mammo": 48, "mrus": 16}
+DEFAULT_N: dict[str, int] = {"mammo": 48, "mrus": 16, "kspace": 2}
 MANIFEST = "manifest.json"
 
 
