@@ -69,11 +69,9 @@ def _data(n_max: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
 
 
 def _network() -> torch.nn.Module:
-    from monai.bundle import ConfigParser
+    from medrobust.models import load_bundle_network
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / "lesion_classification" / "configs" / "train.json"))
-    return parser.get_parsed_content("network_def")
+    return load_bundle_network(REPO / "bundles" / "lesion_classification", config_files=["train.json"], weights=None).train()
 
 
 def epoch_seconds(step, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0) -> float:

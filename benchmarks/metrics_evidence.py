@@ -81,17 +81,15 @@ def train(out: Path, epochs: int) -> None:
         ft = out / "models" / tag / "model.pt"
         if ft.is_file():
             continue
-        from monai.bundle import ConfigWorkflow  # PGD-AT fine-tune of the natural model, with the bundle's trainer
+        from medrobust.models import bundle_imports, load_weights, run_bundle_workflow
 
-        t = time.time()
-        wf = ConfigWorkflow(str(cfg / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
-                            ckpt_dir=str(ft.parent), defense="pgd-at", epochs=n_epochs, learning_rate=lr,
-                            num_threads=1, dataset_dir=str(DATA))  # fmt: skip
-        wf.initialize()
-        wf.parser.get_parsed_content("network").load_state_dict(
-            torch.load(out / "models" / "natural" / "model.pt", weights_only=True))  # fmt: skip
-        wf.run()
-        wf.finalize()
+        t = time.time()  # PGD-AT fine-tune of the natural model, with the bundle's trainer
+        wf = run_bundle_workflow(BUNDLE, [cfg / "train.json"], run=False, ckpt_dir=str(ft.parent), defense="pgd-at",
+                                 epochs=n_epochs, learning_rate=lr, num_threads=1, dataset_dir=str(DATA))
+        load_weights(wf.parser.get_parsed_content("network"), out / "models" / "natural" / "model.pt")
+        with bundle_imports(BUNDLE):
+            wf.run()
+            wf.finalize()
         _save(out / "results" / f"train_{tag}.json", {"seconds": time.time() - t, "epochs": n_epochs, "lr": lr})
 
 

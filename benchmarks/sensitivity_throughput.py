@@ -33,21 +33,19 @@ from medrobust.models import LoadedModel, from_module
 from medrobust.perturbations.registry import get_family, sample_seed
 from medrobust.sensitivity import resolve_plan, run_sensitivity
 from medrobust.sensitivity.batching import perturb_for_model
-from medrobust.sensitivity.preprocess import match_spatial_dims, normalise_image, to_model_input
+from medrobust.data.preprocess import match_spatial_dims, normalise_image, to_model_input
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mammogram_perturbation_sensitivity"
 
 
 def bundle_network() -> tuple[torch.nn.Module, tuple[int, ...]]:
     """The mammogram bundle's ``network_def`` (random weights suffice for timing) and input size."""
-    from monai.bundle import ConfigParser
+    from medrobust.models import load_bundle_network
 
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     shape = tuple(meta["network_data_format"]["inputs"]["image"]["spatial_shape"])
-    torch.manual_seed(0)
-    return parser.get_parsed_content("network_def"), shape
+    torch.manual_seed(0)  # benchmark script: the same random initialisation every run
+    return load_bundle_network(BUNDLE, weights=None), shape
 
 
 def naive_loop(model: LoadedModel, data: Path, plan: dict[str, tuple[float, ...]], seed: int) -> pd.DataFrame:

@@ -6,7 +6,9 @@ run is appended to ``<out>/results.csv`` as soon as it finishes, and finished ru
 a rerun, so an interrupted benchmark resumes where it stopped. ``<out>/summary.csv`` and the
 markdown table (mean +- sd over seeds) are rewritten after every run; with ``--readme`` the table
 replaces the block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in
-``docs/README.md``.
+``docs/README.md`` (:func:`medrobust.markdown.write_between_markers`). Workflows run with
+:func:`medrobust.models.run_bundle_workflow`; ``--strong_eval`` is
+:func:`medrobust.core.robustness.robust_accuracy` (PGD-10, PGD-50 x 5, Square, masking check).
 
 Run from the bundle folder (the CPU is shared: keep it niced, one thread)::
 
@@ -53,31 +55,20 @@ COLUMNS = ["auc", "accuracy", "ece", "robust_accuracy_eps1", "robust_accuracy_ep
            "robust_auc_eps1", "robust_auc_eps2", "robust_auc_eps4", "train_seconds"]
 
 
-def _workflow(config_files: list[str], **overrides):
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(config_file=config_files, workflow_type="train", meta_file=str(BUNDLE / "configs" / "metadata.json"),
-                        logging_file=False, **overrides)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
 def run_one(label: str, seed: int, run_dir: Path, *, epochs: int, dataset_dir: str | None = None,
             extra: dict | None = None) -> dict:
     """Train and evaluate one (method, seed); returns the metrics row."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = BUNDLE / "configs"
-    common = {"bundle_root": str(BUNDLE), "ckpt_dir": str(run_dir), "output_dir": str(run_dir), "seed": seed,
-              "num_threads": 1}
+    from medrobust.models import run_bundle_workflow
+
+    common = {"ckpt_dir": str(run_dir), "output_dir": str(run_dir), "seed": seed, "num_threads": 1}
     if dataset_dir:
         common["dataset_dir"] = dataset_dir
     train_over = {**METHODS[label], "epochs": epochs, "val_interval": max(1, epochs // 4), **(extra or {})}
     t0 = time.perf_counter()
-    _workflow([str(cfg / "train.json")], **common, **train_over)
+    run_bundle_workflow(BUNDLE, ["train.json"], **common, **train_over)
     seconds = time.perf_counter() - t0
-    _workflow([str(cfg / "train.json"), str(cfg / "evaluate.json")], **common)
+    run_bundle_workflow(BUNDLE, ["train.json", "evaluate.json"], **common)
     with open(run_dir / "metrics.csv", newline="") as f:
         metrics = {r[0]: float(r[1]) for r in csv.reader(f) if len(r) >= 2}
     row = {"method": label, "seed": seed, "epochs": epochs, **{k: metrics.get(k, math.nan) for k in COLUMNS[:-1]},
@@ -87,36 +78,20 @@ def run_one(label: str, seed: int, run_dir: Path, *, epochs: int, dataset_dir: s
 
 
 def strong_eval(run_dir: Path, *, eps: float = 2 / 255, dataset_dir: str | None = None, queries: int = 1000) -> dict:
-    """Gradient-masking check of a trained run: test accuracy under PGD-10 (the table's attack),
-    PGD-50 with 5 restarts, the black-box Square attack, and the per-sample worst case of all three.
-    A defense that only masks gradients shows Square (or PGD-50) well below PGD-10."""
-    import numpy as np
+    """Gradient-masking check of a trained run on the test split: the library's strong suite
+    (:func:`medrobust.core.robustness.robust_accuracy`: PGD-10, PGD-50 x 5, Square) as one CSV row."""
     import torch
-    from monai.bundle import ConfigParser
 
-    from medrobust.core.attacks import pgd, square
+    from medrobust.core.robustness import default_attacks, robust_accuracy
     from medrobust.data.medmnist import BREASTMNIST_MALIGNANT_POSITIVE, load_medmnist
+    from medrobust.models import bundle_parser, load_bundle_network
 
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "train.json"))
-    parser.update({"bundle_root": str(BUNDLE)})
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True, map_location="cpu"))
-    net.eval()
-    src = dataset_dir or parser.get_parsed_content("dataset_dir")
+    net = load_bundle_network(BUNDLE, config_files=["train.json"], weights=run_dir / "model.pt")
+    src = dataset_dir or bundle_parser(BUNDLE, ["train.json"]).get_parsed_content("dataset_dir")
     s = load_medmnist(src, "test", label_map=BREASTMNIST_MALIGNANT_POSITIVE)
-    x, y = torch.from_numpy(s.images), torch.from_numpy(s.labels)
-
-    def correct(xa: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return (net(xa).argmax(1) == y).numpy()
-
-    res = {"clean": correct(x),
-           "pgd10": correct(pgd(net, x, y, eps=eps, steps=10, generator=0).x_adv),
-           "pgd50x5": correct(pgd(net, x, y, eps=eps, steps=50, restarts=5, generator=1).x_adv),
-           "square": correct(square(net, x, y, eps=eps, queries=queries, generator=2).x_adv)}
-    res["worst"] = res["pgd10"] & res["pgd50x5"] & res["square"]
-    return {k: float(v.mean()) for k, v in res.items()}
+    result = robust_accuracy(net, torch.from_numpy(s.images), torch.from_numpy(s.labels), eps=eps,
+                             attacks=default_attacks(queries=queries))
+    return result.as_row()
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -173,14 +148,12 @@ def _write_outputs(out: Path, rows: list[dict], readme: bool) -> str:
     table = markdown_table(summary)
     (out / "results.md").write_text(table)
     if readme:
-        path = BUNDLE / "docs" / "README.md"
-        text = path.read_text()
-        a, b = "<!-- results:start -->", "<!-- results:end -->"
-        if a in text and b in text:
-            text = text[: text.index(a) + len(a)] + "\n" + table + text[text.index(b):]
-            path.write_text(text)
-        else:
-            logger.warning("%s has no %s ... %s block; table left in %s", path, a, b, out / "results.md")
+        from medrobust.markdown import write_between_markers
+
+        try:
+            write_between_markers(BUNDLE / "docs" / "README.md", "results", table)
+        except ValueError as e:
+            logger.warning("%s; table left in %s", e, out / "results.md")
     return table
 
 
@@ -197,8 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "of these methods; writes <out>/strong_eval.csv")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if str(BUNDLE) not in sys.path:
-        sys.path.insert(0, str(BUNDLE))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.strong_eval is not None:
         rows_se = []

@@ -1,9 +1,8 @@
-"""Fixtures for the lesion_classification bundle tests: synthetic MedMNIST-format data and a
-ConfigWorkflow runner that keeps the bundle's ``scripts`` package from leaking between bundles."""
+"""Fixtures for the lesion_classification bundle tests: synthetic MedMNIST-format data and the
+library's workflow runner (:func:`medrobust.models.run_bundle_workflow`) bound to this bundle."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,6 @@ import pytest
 import torch
 
 BUNDLE = Path(__file__).resolve().parents[3] / "bundles" / "lesion_classification"
-
-
-def _purge_scripts() -> None:
-    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-        del sys.modules[name]
 
 
 @pytest.fixture
@@ -26,29 +20,15 @@ def bundle_root() -> Path:
 @pytest.fixture
 def run_workflow():
     """``run_workflow(config_files, **overrides) -> ConfigWorkflow`` (initialize, check, run, finalize)."""
-    from monai.bundle import ConfigWorkflow
+    from medrobust.models import run_bundle_workflow
 
-    _purge_scripts()
-    saved_path = list(sys.path)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
 
     def run(config_files: list[str], workflow_type: str = "train", **overrides):
-        files = [str(BUNDLE / "configs" / f) for f in config_files]
-        wf = ConfigWorkflow(config_file=files if len(files) > 1 else files[0], workflow_type=workflow_type,
-                            meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=False,
-                            bundle_root=str(BUNDLE), num_threads=1, **overrides)
-        wf.initialize()
-        missing = wf.check_properties()
-        assert not missing, f"bundle lacks required {workflow_type} properties: {missing}"
-        wf.run()
-        wf.finalize()
-        return wf
+        return run_bundle_workflow(BUNDLE, config_files, workflow_type=workflow_type, num_threads=1, **overrides)
 
     yield run
-    torch.set_num_threads(threads)
-    sys.path[:] = saved_path
-    _purge_scripts()
+    torch.set_num_threads(threads)  # the configs set num_threads
 
 
 def write_synthetic_npz(path: Path, spatial: tuple[int, ...], n: tuple[int, int, int] = (48, 16, 24), seed: int = 0,

@@ -9,9 +9,10 @@ import json
 import jsonschema
 import pytest
 import torch
-from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+from monai.bundle import verify_metadata, verify_net_in_out
 
 from medrobust.core.defenses import ADTEXP, TRADES, PGDAdversarialTraining, build_defense
+from medrobust.models import bundle_parser, load_bundle_network
 
 SMALL = {"spatial_size": [16, 16], "batch_size": 8, "learning_rate": 0.01}
 
@@ -39,10 +40,8 @@ def test_verify_net_in_out(bundle_root):
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_network_is_n_dimensional_and_small(bundle_root, spatial_dims):
-    parser = ConfigParser()
-    parser.read_config(str(bundle_root / "configs" / "train.json"))
-    parser.update({"spatial_dims": spatial_dims, "spatial_size": [16] * spatial_dims})
-    net = parser.get_parsed_content("network_def")
+    net = load_bundle_network(bundle_root, config_files=["train.json"], weights=None,
+                              overrides={"spatial_dims": spatial_dims, "spatial_size": [16] * spatial_dims})
     out = net(torch.rand(3, 1, *[16] * spatial_dims))
     assert out.shape == (3, 2)
     assert sum(p.numel() for p in net.parameters()) < 300_000
@@ -101,9 +100,7 @@ def test_train_evaluate_3d(run_workflow, synthetic_npz_3d, tmp_path):
 
 
 def test_method_defaults_apply_when_attack_steps_unset(bundle_root):
-    parser = ConfigParser()
-    parser.read_config(str(bundle_root / "configs" / "train.json"))
-    parser.update({"defense": "adt-exp"})
+    parser = bundle_parser(bundle_root, ["train.json"], overrides={"defense": "adt-exp"})
     assert parser.get_parsed_content("defense_step").steps == 7, "ADT-EXP's 7 inner steps (METHODS.md)"
     parser.update({"defense": "trades"})
     parser.parse(reset=True)

@@ -4,7 +4,6 @@ real BreastMNIST (skipped without ../shared/data)."""
 from __future__ import annotations
 
 import csv
-import sys
 import zipfile
 
 import numpy as np
@@ -63,15 +62,12 @@ def test_load_medmnist_errors(tmp_path, synthetic_npz):
 # ----------------------------------------------------------------------- bundle datalists
 @pytest.fixture
 def bundle_data(bundle_root):
-    sys.path.insert(0, str(bundle_root))
-    for m in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-        del sys.modules[m]
-    import scripts.data as data
+    from medrobust.models import bundle_imports
 
-    yield data
-    sys.path.remove(str(bundle_root))
-    for m in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-        del sys.modules[m]
+    with bundle_imports(bundle_root):
+        import scripts.data as data
+
+        yield data
 
 
 def _png_folder(root, n=12, split_column=True):
@@ -136,13 +132,9 @@ def test_breastmnist_official_splits(shared_data):
 
 @pytest.mark.shared_data
 def test_shipped_model_on_breastmnist_test(shared_data, bundle_root):
-    from monai.bundle import ConfigParser
+    from medrobust.models import load_bundle_network
 
-    parser = ConfigParser()
-    parser.read_config(str(bundle_root / "configs" / "inference.json"))
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(bundle_root / "models" / "model.pt", weights_only=True, map_location="cpu"))
-    net.eval()
+    net = load_bundle_network(bundle_root)
     s = load_medmnist(shared_data / "breastmnist" / "breastmnist.npz", "test", label_map=BREASTMNIST_MALIGNANT_POSITIVE)
     x, y = torch.from_numpy(s.images), torch.from_numpy(s.labels)
     with torch.no_grad():

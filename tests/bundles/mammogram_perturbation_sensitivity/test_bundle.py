@@ -20,6 +20,9 @@ import numpy as np
 import pytest
 import torch
 
+from medrobust.core.metrics.classification import binary_auc
+from medrobust.models import bundle_parser, load_bundle_network, run_bundle_workflow
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUNDLE = REPO_ROOT / "bundles" / "mammogram_perturbation_sensitivity"
 CONFIGS = BUNDLE / "configs"
@@ -45,35 +48,16 @@ def _read_rows(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(f) if row]
 
 
-def _auc(labels: list[int], scores: list[float]) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores))
-
-
-def _workflow(config_file: Path | str | list, workflow_type: str | None, **overrides):
-    from monai.bundle import ConfigWorkflow
-
-    return ConfigWorkflow(
-        config_file=[str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file),
-        meta_file=str(META),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **overrides,
-    )
-
-
-def _run(wf) -> None:
-    wf.initialize()
-    assert wf.check_properties() == [], "bundle misses required workflow properties"
-    wf.run()
-    wf.finalize()
+def _run(config_files: list[str], workflow_type: str | None, **overrides):
+    """The library's workflow runner (initialize, check properties, run, finalize) with this bundle's logging."""
+    return run_bundle_workflow(BUNDLE, config_files, workflow_type=workflow_type, logging_file=CONFIGS / "logging.conf",
+                               **overrides)
 
 
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch):
-    """ConfigWorkflow.run puts the bundle root on sys.path: keep it out of other tests. One torch
-    thread: the workflows here run tiny tensors, where thread hand-offs cost more than they gain."""
+    """Keep sys.path as it was (the bundle runner restores it; the CLI tests' subprocesses do not touch
+    it). One torch thread: the workflows here run tiny tensors, where thread hand-offs cost more than they gain."""
     monkeypatch.setattr(sys, "path", list(sys.path))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -109,7 +93,7 @@ def test_verify_net_in_out():
 
 def test_ckpt_export_torchscript_matches_eager(tmp_path):
     """The zoo's ckpt_export: TorchScript of network_def + the shipped weights gives the eager logits."""
-    from monai.bundle import ConfigParser, ckpt_export
+    from monai.bundle import ckpt_export
 
     ts_path = tmp_path / "model.ts"
     ckpt_export(
@@ -117,10 +101,7 @@ def test_ckpt_export_torchscript_matches_eager(tmp_path):
         meta_file=str(META), config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE),
     )  # fmt: skip
     scripted = torch.jit.load(str(ts_path), map_location="cpu").eval()
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True))
+    net = load_bundle_network(BUNDLE)
     x = torch.rand(2, 1, 320, 256, generator=torch.Generator().manual_seed(0))  # batch of 2
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net.eval()(x), rtol=1e-4, atol=1e-5)
@@ -139,14 +120,10 @@ def test_configs_agree_on_network_and_preprocessing():
 
 def test_preprocessing_matches_sensitivity_engine(tiny_data):
     """The bundle's preprocessing gives exactly what medrobust.sensitivity feeds the model."""
-    from monai.bundle import ConfigParser
-
     from medrobust.data import load_image, scan_dataset
     from medrobust.data.preprocess import normalise_image, to_model_input
 
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    parser.update({"image_size": TINY_SIZE})
+    parser = bundle_parser(BUNDLE, ["inference.json"], overrides={"image_size": TINY_SIZE})
     transform = parser.get_parsed_content("preprocessing")
     item = scan_dataset(tiny_data)[0][0]
     out = transform({"image": item, "case_id": item.case_id})["image"]
@@ -162,7 +139,6 @@ def test_train_evaluate_infer_workflows(tiny_data, tmp_path):
     shipped = BUNDLE / "models" / "model.pt"
     shipped_before = shipped.read_bytes() if shipped.is_file() else None
     common = {
-        "bundle_root": str(BUNDLE),
         "dataset_dir": str(tiny_data),
         "image_size": TINY_SIZE,
         "num_workers": 0,
@@ -175,23 +151,18 @@ def test_train_evaluate_infer_workflows(tiny_data, tmp_path):
         "batch_size": 4,
     }
     patch_over = {**train_over, "ckpt_dir": str(tmp_path / "patch"), "output_dir": str(tmp_path / "patch"), "patch_size": [32, 32]}
-    _run(_workflow([CONFIGS / "train.json", CONFIGS / "train_patch.json"], "train", **patch_over))
+    _run(["train.json", "train_patch.json"], "train", **patch_over)
     patch_ckpt = tmp_path / "patch" / "model.pt"
     assert patch_ckpt.is_file()
 
-    _run(_workflow(CONFIGS / "train.json", "train", **train_over, pretrained_ckpt=str(patch_ckpt)))
+    _run(["train.json"], "train", **train_over, pretrained_ckpt=str(patch_ckpt))
     ckpt = tmp_path / "models" / "model.pt"
     assert ckpt.is_file()
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
-    from monai.bundle import ConfigParser
+    load_bundle_network(BUNDLE, weights=ckpt)  # strict: a plain state dict of exactly this network
 
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(state)  # strict: a plain state dict of exactly this network
-
-    _run(_workflow([CONFIGS / "train.json", CONFIGS / "evaluate.json"], "train", **train_over, eval_split="all"))
+    _run(["train.json", "evaluate.json"], "train", **train_over, eval_split="all")
     metrics = {row[0]: float(row[1]) for row in _read_rows(tmp_path / "eval" / "metrics.csv")}
     assert set(metrics) == {"val_auc", "val_accuracy"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values()), metrics
@@ -199,14 +170,12 @@ def test_train_evaluate_infer_workflows(tiny_data, tmp_path):
     assert len(eval_rows) == 8  # eval_split=all: every labelled image
 
     _run(
-        _workflow(
-            CONFIGS / "inference.json",
-            "infer",
-            **common,
-            ckpt_path=str(ckpt),
-            output_dir=str(tmp_path / "infer"),
-            batch_size=3,  # 8 images: a short last batch
-        )
+        ["inference.json"],
+        "infer",
+        **common,
+        ckpt_path=str(ckpt),
+        output_dir=str(tmp_path / "infer"),
+        batch_size=3,  # 8 images: a short last batch
     )
     rows = _read_rows(tmp_path / "infer" / "predictions.csv")
     case_ids = {r[0] for r in _read_rows(tiny_data / "labels.csv")[1:]}
@@ -224,10 +193,9 @@ def test_train_evaluate_infer_workflows(tiny_data, tmp_path):
 def test_sensitivity_config_runs_main_job(tiny_data, tmp_path):
     """configs/sensitivity.json drives medrobust's run_sensitivity with this bundle's model."""
     out = tmp_path / "sens"
-    wf = _workflow(
-        CONFIGS / "sensitivity.json",
+    _run(
+        ["sensitivity.json"],
         None,
-        bundle_root=str(BUNDLE),
         dataset_dir=str(tiny_data),
         output_dir=str(out),
         families=["gaussian_noise", "fourier_lowpass"],
@@ -235,9 +203,6 @@ def test_sensitivity_config_runs_main_job(tiny_data, tmp_path):
         progress=False,
         device="cpu",
     )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
     assert (out / "report.md").is_file()
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -302,7 +267,7 @@ def test_cli_from_repo_root(repo_root_cli_run, heldout_data):
 def test_shipped_model_beats_chance_on_heldout(repo_root_cli_run, heldout_data):
     rows = _read_rows(repo_root_cli_run)
     labels = {r[0]: int(r[1]) for r in _read_rows(heldout_data / "labels.csv")[1:]}
-    auc = _auc([labels[r[0]] for r in rows], [float(r[1]) for r in rows])
+    auc = binary_auc([float(r[1]) for r in rows], [labels[r[0]] for r in rows])
     assert auc >= HELDOUT_MIN_AUC, f"held-out AUC {auc:.3f} < {HELDOUT_MIN_AUC}"
 
 
