@@ -6,10 +6,17 @@ VOI LUT/window or MONOCHROME1 inversion, and it swaps the row/column axes. The p
 is pydicom's (``apply_modality_lut`` -> ``apply_voi_lut`` -> MONOCHROME1 inversion) so
 intensities are display-ready and higher always means brighter.
 
+Compressed transfer syntaxes (JPEG-LS, 12-bit JPEG, JPEG 2000) need the ``dicom-codecs``
+extra (pylibjpeg plugins; python-gdcm works too); without it such a file is reported as an
+:class:`~medrobust.data.records.UnusableImageError` naming the file, the transfer syntax and
+the extra to install.
+
 Example:
-    >>> arr, spacing, modality, meta = load_dicom_file("mammo.dcm")  # doctest: +SKIP
-    >>> arr.shape, arr.dtype  # (C, H, W)
-    ((1, 1024, 832), dtype('float32'))
+    >>> from pydicom.data import get_testdata_files
+    >>> path = next(f for f in get_testdata_files() if f.endswith("/CT_small.dcm"))
+    >>> arr, spacing, modality, meta = load_dicom_file(path)
+    >>> arr.shape, arr.dtype, modality  # (C, H, W)
+    ((1, 128, 128), dtype('float32'), 'CT')
 """
 
 from __future__ import annotations
@@ -37,10 +44,13 @@ __all__ = [
     "is_volume_slice",
     "slice_positions",
     "PROJECTION_MODALITIES",
+    "CODECS_EXTRA",
 ]
 
 logger = logging.getLogger(__name__)
 
+#: the optional extra with decoders for JPEG-LS, 12-bit JPEG and JPEG 2000 (pylibjpeg plugins).
+CODECS_EXTRA = "dicom-codecs"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: projection modalities: several files of one series are separate images, never a volume.
 PROJECTION_MODALITIES = frozenset({"MG", "CR", "DX", "IO", "PX", "XA", "RF", "US", "OT", "SC", "ES", "XC", "GM", "SM"})
@@ -143,9 +153,10 @@ def _decode(ds: Any, path: Path) -> np.ndarray:
         msg = str(e)
         lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
         if "missing dependencies" in msg or "No pixel data decoders" in msg or isinstance(e, NotImplementedError):
-            needs = "; ".join(lines[1:4])
             raise UnusableImageError(
-                path, f"unsupported compression: {ts_name} (no decoder plugin installed{': ' + needs if needs else ''})"
+                path,
+                f"unsupported compression: transfer syntax {ts_name} ({ts}) needs a decoder that is not installed; "
+                f"install medrobust's extra: pip install 'medrobust[{CODECS_EXTRA}]' (pylibjpeg, or python-gdcm)",
             ) from None
         detail = lines[-1] if lines else type(e).__name__
         raise UnusableImageError(path, f"compressed pixel data could not be decoded ({ts_name}): {detail[:200]}") from None

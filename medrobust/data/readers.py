@@ -5,7 +5,11 @@ Axis conventions (see :class:`~medrobust.data.records.LoadedImage`): 2-D images 
 readers ``(C, I, J, K)``; extra non-spatial axes (time, vector components) become channels.
 
 Example:
-    >>> arr, spacing, meta = load_nifti("ct.nii.gz")  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> path = os.path.join(tempfile.mkdtemp(), "ct.nii.gz")
+    >>> nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.float32), np.diag([0.8, 0.8, 2.5, 1.0])), path)
+    >>> arr, spacing, meta = load_nifti(path)
     >>> arr.shape  # (C, I, J, K)
     (1, 64, 64, 40)
 """
