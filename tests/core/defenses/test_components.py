@@ -33,14 +33,6 @@ from medrobust.core.defenses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------------- factory
 def test_build_defense_names_and_defaults():
     assert build_defense("none", eps=0.1) is None and build_defense(None) is None

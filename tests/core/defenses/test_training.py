@@ -17,15 +17,6 @@ OPTIONS = {"pgd-at": {"steps": 2}, "trades": {"steps": 2}, "mart": {"steps": 2},
            "adt-exp-am": {"generator_lr": 1e-3}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU is shared: one intra-op thread is faster than oversubscribed ones for these tiny nets."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _first_last(losses: list[float], k: int = 3) -> tuple[float, float]:
     return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
