@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -39,24 +40,28 @@ DEFAULT_SEED = 1234
 
 
 def _generator_module() -> ModuleType:
-    """``sample_data.mammograms``; the repository root is added to ``sys.path`` when needed.
+    """``sample_data.mammograms``: the installed/importable module, else the repository's file.
 
     ``sample_data`` is a top-level folder of the repository, not an installed package, so a
-    bundle run from its own root cannot import it without this (hence glue, not library code).
+    bundle run from its own root loads ``sample_data/mammograms.py`` by path (a self-contained
+    module), without touching ``sys.path``.
     """
     try:
         return importlib.import_module("sample_data.mammograms")
     except ModuleNotFoundError as e:
         if e.name not in ("sample_data", "sample_data.mammograms"):
             raise
-    repo_root = BUNDLE_ROOT.parents[1]
-    if not (repo_root / "sample_data" / "mammograms.py").is_file():
+    path = BUNDLE_ROOT.parents[1] / "sample_data" / "mammograms.py"
+    if not path.is_file():
         raise ModuleNotFoundError(
-            f"sample_data.mammograms not importable and not found at {repo_root / 'sample_data'}; "
+            f"sample_data.mammograms not importable and not found at {path}; "
             "run from the medrobust repository (or put it on PYTHONPATH)."
         )
-    sys.path.insert(0, str(repo_root))
-    return importlib.import_module("sample_data.mammograms")
+    spec = importlib.util.spec_from_file_location("_medrobust_sample_mammograms", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_dataset(
