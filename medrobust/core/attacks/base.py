@@ -239,6 +239,7 @@ ATTACK_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "alpha": _optional(check_nonnegative),
     "steps": _positive_int,
     "restarts": _positive_int,
+    "eot_samples": _positive_int,
     "queries": _positive_int,
     "binary_search_steps": _positive_int,
     "candidates": _at_least_two,

@@ -40,10 +40,9 @@ from medrobust.core.attacks.base import (
     check_attack_settings,
     draw,
     flat_norm,
-    input_gradient,
-    model_output,
     per_sample_generators,
 )
+from medrobust.core.attacks.eot import EOTTransform, eot_generator, eot_input_gradient, eot_output
 from medrobust.core.attacks.losses import AttackObjective, SuccessFn, check_class_targets, per_sample, resolve_objective
 from medrobust.core.utils import clip_to_bounds, eval_mode
 from medrobust.core.validation import check_batch
@@ -155,6 +154,8 @@ def pgd(
     generator: GeneratorLike = None,
     schedule: Schedule = "constant",
     success_fn: SuccessFn | None = None,
+    eot_samples: int = 1,
+    eot_transform: EOTTransform | None = None,
 ) -> AttackResult:
     """Projected gradient descent (Madry et al.) on any differentiable task.
 
@@ -186,6 +187,13 @@ def pgd(
         schedule: step-size schedule (``"constant"``, ``"cosine"``, ``"step"``, ``"linear"`` or
             a callable ``(t, steps) -> factor``).
         success_fn: replaces the objective's success criterion.
+        eot_samples: expectation over transformation (:mod:`medrobust.core.attacks.eot`): every
+            step uses the input gradient averaged over ``K`` model calls (each draws the
+            model's own randomness: noise layers, always-on dropout), and the clean/final outputs
+            (labels, success, restart choice) are the mean of ``K`` outputs. ``1`` (default) is
+            plain PGD, bit for bit.
+        eot_transform: a random differentiable input transformation ``t(x, generator) -> x'``
+            drawn afresh in each of the ``K`` calls (its generator derives from ``generator``).
 
     Returns:
         :class:`~medrobust.core.attacks.base.AttackResult` with ``info`` keys ``loss``,
@@ -194,14 +202,16 @@ def pgd(
         gradient-masking diagnostics: the input gradient was exactly zero at every step / had NaNs).
 
     Raises:
-        TypeError: ``x`` not a floating tensor, ``steps``/``restarts`` not ints.
+        TypeError: ``x`` not a floating tensor, ``steps``/``restarts``/``eot_samples`` not ints.
         ValueError: ``x`` not a batch ``(B, C, *spatial)`` (empty, a single unbatched image) or
             with NaN/inf; ``y`` without one entry per sample or (classifiers) a class outside
-            ``[0, K)``; ``eps``/``alpha`` negative or not finite; ``steps``/``restarts`` < 1;
+            ``[0, K)``; ``eps``/``alpha`` negative or not finite; ``steps``/``restarts``/``eot_samples`` < 1;
             unknown norm; ``x`` outside ``bounds`` or ``low >= high``.
     """
     check_batch(x, y)
-    check_attack_settings(eps=eps, alpha=alpha, steps=steps, restarts=restarts, bounds=bounds)
+    check_attack_settings(eps=eps, alpha=alpha, steps=steps, restarts=restarts, bounds=bounds, eot_samples=eot_samples)
+    if eot_transform is not None and not callable(eot_transform):
+        raise TypeError(f"eot_transform must be a callable (x, generator) -> x', got {type(eot_transform).__name__}.")
     if restarts > 1 and not random_start:
         logger.warning("pgd: restarts=%d without random_start repeat the same run; set random_start=True.", restarts)
     geo = geometry(norm)
@@ -215,10 +225,12 @@ def pgd(
     m = as_mask(mask, x0)
     gens = per_sample_generators(generator, b) if random_start else []
     sign = -1.0 if targeted else 1.0
+    eot = {"samples": eot_samples, "transform": eot_transform,
+           "generator": eot_generator(generator) if eot_transform is not None else None}
 
     with eval_mode(model):
         with torch.no_grad():
-            out_clean = model_output(model, x0)
+            out_clean = eot_output(model, x0, **eot)
             if y is None:
                 y = obj.reference(x0, out_clean)
             elif obj.is_classifier:
@@ -234,14 +246,14 @@ def pgd(
         best_restart = torch.full((b,), -1, dtype=torch.long, device=x0.device)
         zero_grad = torch.ones(b, dtype=torch.bool, device=x0.device)
         nan_grad = torch.zeros(b, dtype=torch.bool, device=x0.device)
-        fwd, grads = 1, 0
+        fwd, grads = eot_samples, 0
         for r in range(restarts):
             x_adv = x0
             if random_start:
                 x_adv = clip_to_bounds(x0 + geo.random_start(x0, eps_t, gens, m), lo, hi)
             for t in range(steps):
-                _, g, _ = input_gradient(model, x_adv, objective)
-                grads += 1
+                g = eot_input_gradient(model, x_adv, objective, **eot)
+                grads += eot_samples
                 bad = ~torch.isfinite(g)
                 if bool(bad.any()):
                     nan_grad |= bad.reshape(b, -1).any(1)
@@ -255,9 +267,9 @@ def pgd(
                     delta = delta * m
                 x_adv = clip_to_bounds(x0 + delta, lo, hi)
             with torch.no_grad():
-                out_adv = model_output(model, x_adv)
+                out_adv = eot_output(model, x_adv, **eot)
                 loss_adv = per_sample(obj.loss(out_adv, y), b)
-            fwd += 1
+            fwd += eot_samples
             succ = obj.success(out_adv, y, targeted=targeted, loss_adv=loss_adv, loss_clean=loss_clean).reshape(b).bool()
             better = (succ & ~best_succ) | ((succ == best_succ) & (sign * loss_adv > sign * best_loss)) | (best_restart < 0)
             keep = atleast_kd(better, x0.ndim)
@@ -296,6 +308,8 @@ def fgsm(
     targeted: bool = False,
     generator: GeneratorLike = None,
     success_fn: SuccessFn | None = None,
+    eot_samples: int = 1,
+    eot_transform: EOTTransform | None = None,
 ) -> AttackResult:
     """Fast gradient sign method (one step of :func:`pgd`; ``norm="2"`` is FGM).
 
@@ -312,7 +326,7 @@ def fgsm(
     """
     return pgd(model, x, y, loss_fn=loss_fn, eps=eps, alpha=eps if alpha is None else alpha, steps=1, norm=norm,
                random_start=random_start, restarts=1, bounds=bounds, mask=mask, targeted=targeted,
-               generator=generator, success_fn=success_fn)
+               generator=generator, success_fn=success_fn, eot_samples=eot_samples, eot_transform=eot_transform)
 
 
 def fgm(
@@ -329,6 +343,8 @@ def fgm(
     targeted: bool = False,
     generator: GeneratorLike = None,
     success_fn: SuccessFn | None = None,
+    eot_samples: int = 1,
+    eot_transform: EOTTransform | None = None,
 ) -> AttackResult:
     """Fast gradient method: :func:`fgsm` with ``norm="2"`` (a normalised-gradient step of length ``eps``).
 
@@ -342,4 +358,5 @@ def fgm(
         True
     """
     return fgsm(model, x, y, loss_fn=loss_fn, eps=eps, alpha=alpha, norm="2", random_start=random_start,
-                bounds=bounds, mask=mask, targeted=targeted, generator=generator, success_fn=success_fn)
+                bounds=bounds, mask=mask, targeted=targeted, generator=generator, success_fn=success_fn,
+                eot_samples=eot_samples, eot_transform=eot_transform)
