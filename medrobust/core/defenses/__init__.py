@@ -11,6 +11,7 @@ the one PGD implementation (:func:`medrobust.core.attacks.pgd`); the Fisher scor
 - :class:`AWP` (wraps AT / TRADES / MART) -- :mod:`.awp`
 - :class:`ADTEXP`, :class:`ADTEXPAM` -- :mod:`.adt`
 - :class:`FisherTargetedTraining` -- :mod:`.fisher_targeted`
+- :class:`IGNorm`, :class:`IGSumNorm` (stable explanations) -- :mod:`.stable_explanations`
 - :func:`build_defense` (name + flat options, for bundle configs) -- :mod:`.factory`
 - :class:`AdversarialEvaluationStep`, :func:`robustness_metrics` (clean + PGD evaluation) -- :mod:`.evaluation`
 
@@ -29,6 +30,7 @@ from medrobust.core.defenses.fisher_targeted import FisherSelection, FisherTarge
 from medrobust.core.defenses.fnaf import FNAFTraining
 from medrobust.core.defenses.mart import MART, mart_loss
 from medrobust.core.defenses.pgd_at import CatastrophicOverfittingStop, FastFGSMTraining, FGMTraining, PGDAdversarialTraining
+from medrobust.core.defenses.stable_explanations import IGNorm, IGSumNorm
 from medrobust.core.defenses.trades import TRADES, trades_kl_objective
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "ADTEXPAM",
     "FisherTargetedTraining",
     "FisherSelection",
+    "IGNorm",
+    "IGSumNorm",
     "FNAFTraining",
     "AdversarialEvaluationStep",
     "robustness_metrics",

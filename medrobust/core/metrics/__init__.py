@@ -29,6 +29,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "probabilistic": ("probabilistic_robustness", "hoeffding_sample_size", "clopper_pearson", "massart_sample_size",
                       "ProbabilisticRobustness", "SeededStochasticPosterior", "MCDropoutPosterior",
                       "GaussianWeightPosterior"),
+    "attribution_robustness": ("path_integrated_gradients", "topk_intersection", "topk_mask", "topk_attribution_attack"),
     "attribution": ("integrated_gradients", "deep_lift_shap", "occlusion", "fisher_sensitivity", "gini_index"),
     "saliency": ("occlusion_baselines", "occlusion_baseline_study", "deletion_scores", "rank_correlation",
                  "plot_baseline_study", "plot_maps", "BaselineStudy"),
