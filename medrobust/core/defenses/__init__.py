@@ -14,6 +14,10 @@ the one PGD implementation (:func:`medrobust.core.attacks.pgd`); the Fisher scor
 - :class:`IGNorm`, :class:`IGSumNorm` (stable explanations) -- :mod:`.stable_explanations`
 - :func:`build_defense` (name + flat options, for bundle configs) -- :mod:`.factory`
 - :class:`AdversarialEvaluationStep`, :func:`robustness_metrics` (clean + PGD evaluation) -- :mod:`.evaluation`
+- :func:`inject_noise` (PNI / CNI), :class:`NoiseInjectionTraining` -- :mod:`.noise_injection`;
+  :func:`bayesian_last_layer` -- :mod:`.bayesian`; :class:`SIDPTraining`, :func:`make_dp_sgd`,
+  :func:`dp_epsilon` -- :mod:`.sidp`; :func:`randomized_robustness` (one-draw / EOT / transfer) --
+  :mod:`.randomized_evaluation`
 
 Example:
     >>> from medrobust.core.defenses import build_defense
@@ -23,14 +27,25 @@ Example:
 
 from medrobust.core.defenses.adt import ADTEXP, ADTEXPAM, default_adt_generator, tanh_gaussian_sample
 from medrobust.core.defenses.awp import AWP, awp_directions
+from medrobust.core.defenses.bayesian import BayesianLinear, LastLayerPosterior, bayesian_last_layer, elbo_loss
 from medrobust.core.defenses.base import AdversarialTrainingStep, class_indices, eval_mode, kl_per_sample
 from medrobust.core.defenses.evaluation import AdversarialEvaluationStep, adv_key, eps_tag, robustness_metrics
 from medrobust.core.defenses.factory import DEFENSES, build_defense, defense_names
 from medrobust.core.defenses.fisher_targeted import FisherSelection, FisherTargetedTraining
 from medrobust.core.defenses.fnaf import FNAFTraining
 from medrobust.core.defenses.mart import MART, mart_loss
+from medrobust.core.defenses.noise_injection import (
+    NoiseInjectionTraining,
+    NoisyLayer,
+    inject_noise,
+    noise_disabled,
+    noise_parameter_groups,
+    set_noise_generator,
+)
 from medrobust.core.defenses.pgd_at import CatastrophicOverfittingStop, FastFGSMTraining, FGMTraining, PGDAdversarialTraining
 from medrobust.core.defenses.stable_explanations import IGNorm, IGSumNorm
+from medrobust.core.defenses.randomized_evaluation import randomized_robustness
+from medrobust.core.defenses.sidp import SIDPTraining, dp_epsilon, make_dp_sgd, non_affine_normalization, opacus_compatible
 from medrobust.core.defenses.trades import TRADES, trades_kl_objective
 
 __all__ = [
@@ -49,6 +64,22 @@ __all__ = [
     "IGNorm",
     "IGSumNorm",
     "FNAFTraining",
+    "NoisyLayer",
+    "inject_noise",
+    "noise_disabled",
+    "set_noise_generator",
+    "noise_parameter_groups",
+    "NoiseInjectionTraining",
+    "BayesianLinear",
+    "bayesian_last_layer",
+    "elbo_loss",
+    "LastLayerPosterior",
+    "SIDPTraining",
+    "non_affine_normalization",
+    "opacus_compatible",
+    "make_dp_sgd",
+    "dp_epsilon",
+    "randomized_robustness",
     "AdversarialEvaluationStep",
     "robustness_metrics",
     "build_defense",
