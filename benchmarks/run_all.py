@@ -2,9 +2,10 @@
 
 Each benchmark runs in its own process (``python -m benchmarks.<name> ...``) with one torch thread
 and the settings below, so one failure does not stop the others; a benchmark whose data is absent
-(the registration comparison needs ``../shared/data/mrus_dev``) is skipped and said so. The
-evidence scripts (``*_evidence.py``: training runs of an hour or more) are not benchmarks and are
-not run here; each states its own command.
+(the registration comparison needs ``../shared/data/mrus_dev``) is skipped and said so. A
+benchmark is a script that writes a ``docs/benchmarks`` table; the evidence scripts (training
+runs of an hour or more: ``*_evidence.py``, ``noise_defenses.py``, ``stable_explanations.py``)
+are not run here; each states its own command.
 
 ``--quick`` is a smoke run: the smallest settings, and the tables go to ``runs/benchmarks_quick/``
 instead of ``docs/benchmarks/`` (quick numbers must not replace the published ones).
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], Path | None]] = {
     "bandlimited": ("bandlimited.md", ["--repeats", "3"], ["--repeats", "1"], None),
     "pruning": ("pruning.md", ["--repeat", "5"], ["--repeat", "1"], None),
     "reconstruction": ("reconstruction.md", ["--repeats", "3"], ["--repeats", "1"], None),
+    "quantization": ("quantization.md", ["--repeats", "3"], ["--repeats", "1"], None),
     "registration_bspline": ("registration.md", [], [], SHARED / "mrus_dev"),
 }
 
