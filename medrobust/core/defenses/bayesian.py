@@ -190,7 +190,9 @@ def bayesian_last_layer(model: nn.Module, *, kind: str = "variational", freeze_f
         model: a trained deterministic classifier ending in an ``nn.Linear`` (any MONAI network).
         kind, init_std, prior_std, p: see :class:`BayesianLinear`.
         freeze_features: set ``requires_grad=False`` on every other parameter (the deterministic
-            extractor of the paper); the head's parameters train.
+            extractor of the paper) and freeze BatchNorm running statistics (momentum 0); the
+            head's parameters train. (In train mode BatchNorm still normalises with batch
+            statistics and dropout stays active in the extractor.)
 
     Returns:
         ``model``.
@@ -205,6 +207,9 @@ def bayesian_last_layer(model: nn.Module, *, kind: str = "variational", freeze_f
     if freeze_features:
         for prm in model.parameters():
             prm.requires_grad_(False)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.0
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, head)
     logger.info("bayesian_last_layer: %r -> %s head", name, kind)
