@@ -6,7 +6,8 @@
 - :mod:`.engine`: ``iteration_update`` functions for ``SupervisedTrainer`` / ``SupervisedEvaluator``;
 - :mod:`.evaluation`: per-case TRE (mm), Dice, HD95, folding, std log-J rows and files;
 - :mod:`.export`: NIfTI outputs and the DDF as an ITK displacement-field transform;
-- :mod:`.robustness`: PGD on the fixed image (``medrobust.core.attacks``) and its effect on Dice/TRE.
+- :mod:`.robustness`: PGD on the fixed image (``medrobust.core.attacks``) and its effect on Dice/TRE;
+- :mod:`.baselines`: no registration, the mean training translation, any DDF method scored per pair.
 
 Submodules are imported explicitly (``from medrobust.registration.engine import ...``) so that
 importing the package stays cheap.
