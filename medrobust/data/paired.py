@@ -247,7 +247,11 @@ def load_pair(
     Returns:
         ``{"moving_image": (1, *S), "fixed_image": (1, *S)`` (min-max scaled to [0, 1]),
         ``"moving_label": (C, *S), "fixed_label": (C, *S)`` (soft, linearly resampled),
-        ``"affine": (N+1, N+1) float64, "case_id": str}`` and ``"moving_mask"`` if asked for.
+        ``"affine": (N+1, N+1) float64, "case_id": str}``, ``"moving_mask"`` if asked for, and what
+        export needs to map results back onto the user's files: ``"moving_path"``, ``"fixed_path"``,
+        ``"moving_label_path"`` (``""`` when absent) and ``"moving_world_to_original"`` ((N+1, N+1)
+        world -> world, undoing the centring; identity for ``alignment="header"``), see
+        :func:`medrobust.registration.export.export_native`.
 
     Raises:
         ValueError: unknown alignment, moving/fixed labels with different channel counts, or
@@ -262,11 +266,17 @@ def load_pair(
         new_aff = centre_alignment(mov_aff, mov.shape[1:], fix_aff, fix.shape[1:])
     else:
         new_aff = mov_aff
+    to_original = np.eye(mov_aff.shape[0])
+    to_original[:-1, -1] = mov_aff[:-1, -1] - new_aff[:-1, -1]  # undoes the centring (world -> world)
     item: dict[str, Any] = {
         "case_id": case.case_id,
         "moving_image": _minmax(resample_to_grid(mov[:1], new_aff, grid)),
         "fixed_image": _minmax(resample_to_grid(fix[:1], fix_aff, grid)),
         "affine": torch.as_tensor(grid.affine),
+        "moving_world_to_original": torch.as_tensor(to_original),
+        "moving_path": str(case.moving_image),
+        "fixed_path": str(case.fixed_image),
+        "moving_label_path": str(case.moving_label) if case.moving_label is not None else "",
     }
     if case.moving_label is not None and case.fixed_label is not None:
         ml, ml_aff = read_volume(case.moving_label)

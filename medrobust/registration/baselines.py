@@ -28,7 +28,6 @@ import torch
 from monai.networks.blocks import Warp
 
 from medrobust.core.metrics.registration import ddf_world_to_voxel, label_centroids
-from medrobust.registration.engine import register
 from medrobust.registration.evaluation import case_metrics
 
 __all__ = ["ddf_rows", "network_ddf_fn", "no_registration_rows", "mean_translation_rows", "mean_training_offset"]
@@ -59,17 +58,22 @@ def ddf_rows(pairs: Sequence[Pair], ddf_fn: Callable[[Pair], torch.Tensor], *, t
     return rows
 
 
-def network_ddf_fn(network: torch.nn.Module, moving_keys: Sequence[str] | None = None) -> Callable[[Pair], torch.Tensor]:
+def network_ddf_fn(network: torch.nn.Module, moving_keys: Sequence[str] | None = None, *, stage: str = "all") -> Callable[[Pair], torch.Tensor]:
     """``pair -> DDF (3, *S)`` of a registration network (no gradients).
 
     ``moving_keys``: pair entries concatenated as the moving input; default ``moving_image`` plus
     ``moving_mask`` when the network takes 3 input channels (``network.in_channels``).
+    ``stage``: ``"all"`` (the network's output) or ``"global"`` (its global stage alone,
+    :meth:`~medrobust.registration.networks.GlobalLocalNet.global_ddf`).
     """
+    if stage not in ("all", "global"):
+        raise ValueError(f"stage must be 'all' or 'global', got {stage!r}.")
     keys = list(moving_keys) if moving_keys is not None else ["moving_image", "moving_mask"][: getattr(network, "in_channels", 2) - 1]
 
     def fn(pair: Pair) -> torch.Tensor:
+        x = torch.cat([*(pair[k][None] for k in keys), pair["fixed_image"][None]], 1)
         with torch.no_grad():
-            return register(network, torch.cat([pair[k][None] for k in keys], 1), pair["fixed_image"][None])[0]
+            return (network.global_ddf(x) if stage == "global" else network(x))[0]
 
     return fn
 

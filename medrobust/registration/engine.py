@@ -33,6 +33,7 @@ from medrobust.registration.losses import REGULARISERS, label_centroids_voxels, 
 
 __all__ = [
     "BATCH_KEYS",
+    "NATIVE_KEYS",
     "moving_input",
     "register",
     "RegistrationIteration",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 BATCH_KEYS = ("moving_image", "fixed_image", "moving_label", "fixed_label")
+#: batch entries from :func:`medrobust.data.paired.load_pair` that export needs (paths, centring)
+NATIVE_KEYS = ("fixed_path", "moving_path", "moving_label_path", "moving_world_to_original")
 
 
 def _get(batch: dict, key: str, device: torch.device) -> torch.Tensor:
@@ -157,7 +160,8 @@ class RegistrationEvalIteration:
     """Evaluation/inference step: DDF, warped moving image and all warped moving label channels.
 
     Output keys: ``pred`` (DDF), ``warped_image``, ``warped_label`` (if labels present), ``fixed_label``,
-    ``moving_label``, ``fixed_image``, ``affine``, ``case_id``, ``seconds`` (network + warp time).
+    ``moving_label``, ``fixed_image``, ``affine``, ``case_id``, ``seconds`` (network + warp time),
+    ``native`` (the batch's :data:`NATIVE_KEYS`, for :class:`~medrobust.registration.export.RegistrationWriter`).
     """
 
     def __init__(self, warp_mode: str = "bilinear", moving_keys: tuple[str, ...] | list[str] = ("moving_image",)) -> None:
@@ -181,6 +185,7 @@ class RegistrationEvalIteration:
             out["fixed_label"] = out[Keys.LABEL] = _get(batchdata, "fixed_label", device)
         out["affine"] = batchdata.get("affine")
         out["case_id"] = batchdata.get("case_id")
+        out["native"] = {k: batchdata[k] for k in NATIVE_KEYS if k in batchdata}  # for export in the files' own space
         return out
 
 

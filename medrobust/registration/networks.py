@@ -215,6 +215,16 @@ class GlobalLocalNet(torch.nn.Module):
         )
         self.warp = Warp(mode="bilinear", padding_mode="zeros")
 
+    def global_ddf(self, x: torch.Tensor) -> torch.Tensor:
+        """The global stage's DDF alone ``(B, N, *image_size)`` (the "global only" row of a stage comparison).
+
+        Raises:
+            ValueError: the network has no global stage.
+        """
+        if self.global_net is None:
+            raise ValueError("global_ddf: this network has no global stage (global_stage='none').")
+        return self.global_net(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.image_size:
             raise ValueError(f"expected (B, {self.in_channels}, {', '.join(map(str, self.image_size))}), got {tuple(x.shape)}.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,7 +120,8 @@ def fe_bank(
 
     Each case's gland ellipsoid is fitted to its moving (MR) gland label on the common grid, and the
     simulations are sampled on that grid (``items`` from :func:`medrobust.data.paired.load_pair`).
-    Case ``k`` uses seed ``[seed, k]``.
+    A case uses seed ``[seed, crc32(case_id)]`` (``[seed, k]`` for the ``k``-th item without an id), so
+    a case gets the same simulations (and cache entries) in every fold of a cross-validation.
 
     Raises:
         ValueError: an item without ``moving_label``/``affine``.
@@ -131,6 +133,8 @@ def fe_bank(
         affine = np.asarray(item["affine"], dtype=np.float64)
         grid = Grid(tuple(int(s) for s in item["moving_label"].shape[1:]), affine)
         gland = fit_ellipsoid(np.asarray(item["moving_label"][gland_channel]), affine)
-        ddfs, _ = simulate_many(grid, [gland], n=n_per_case, seed=[seed, k], cache_dir=cache_dir, ranges=ranges, progress=False)
+        case_seed = zlib.crc32(str(item["case_id"]).encode()) if "case_id" in item else k
+        ddfs, _ = simulate_many(grid, [gland], n=n_per_case, seed=[seed, case_seed], cache_dir=cache_dir, ranges=ranges,
+                                progress=False)
         bank[str(item.get("case_id", k))] = torch.from_numpy(ddfs)
     return bank
