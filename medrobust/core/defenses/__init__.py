@@ -12,6 +12,7 @@ the one PGD implementation (:func:`medrobust.core.attacks.pgd`); the Fisher scor
 - :class:`ADTEXP`, :class:`ADTEXPAM` -- :mod:`.adt`
 - :class:`FisherTargetedTraining` -- :mod:`.fisher_targeted`
 - :class:`IGNorm`, :class:`IGSumNorm` (stable explanations) -- :mod:`.stable_explanations`
+- :class:`SAL` (stable adversarial learning, learned per-feature costs) -- :mod:`.sal`
 - :func:`build_defense` (name + flat options, for bundle configs) -- :mod:`.factory`
 - :class:`AdversarialEvaluationStep`, :func:`robustness_metrics` (clean + PGD evaluation) -- :mod:`.evaluation`
 - :func:`inject_noise` (PNI / CNI), :class:`NoiseInjectionTraining` -- :mod:`.noise_injection`;
@@ -43,6 +44,7 @@ from medrobust.core.defenses.noise_injection import (
     set_noise_generator,
 )
 from medrobust.core.defenses.pgd_at import CatastrophicOverfittingStop, FastFGSMTraining, FGMTraining, PGDAdversarialTraining
+from medrobust.core.defenses.sal import SAL
 from medrobust.core.defenses.stable_explanations import IGNorm, IGSumNorm
 from medrobust.core.defenses.randomized_evaluation import randomized_robustness
 from medrobust.core.defenses.sidp import SIDPTraining, dp_epsilon, make_dp_sgd, non_affine_normalization, opacus_compatible
@@ -63,6 +65,7 @@ __all__ = [
     "FisherSelection",
     "IGNorm",
     "IGSumNorm",
+    "SAL",
     "FNAFTraining",
     "NoisyLayer",
     "inject_noise",
