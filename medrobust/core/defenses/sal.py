@@ -19,7 +19,7 @@ Our implementation of the alternating step (the reference code has its own appro
 
 - inner maximisation: ``inner_steps`` steps of gradient ascent ``x' += lr * grad[l - gamma s c_w]``
   from ``x``, clipped to ``bounds`` (:func:`penalized_attack`; the penalty replaces a radius, so
-  the library's radius-projected PGD does not apply);
+  the library's radius-projected PGD does not apply; the step is capped by :func:`stable_step`);
 - every ``w_every`` iterations, the hypergradient ``dR/dw`` is taken through (a) one more ascent
   step from ``x'`` with ``w`` as a variable (earlier steps held constant, bounds ignored), whose
   explicit dependence on ``w`` is ``dx'/dw_j = -2 lr gamma s (x'_j - x_j)`` (the reference
@@ -54,7 +54,7 @@ from medrobust.core.defenses.base import AdversarialTrainingStep, Forward, plain
 from medrobust.core.utils import clip_to_bounds, eval_mode
 from medrobust.core.validation import check_nonnegative, check_positive
 
-__all__ = ["SAL", "penalized_attack", "environment_risk", "feature_cost"]
+__all__ = ["SAL", "penalized_attack", "environment_risk", "feature_cost", "stable_step"]
 
 
 def feature_cost(x: torch.Tensor, x_adv: torch.Tensor, w_map: torch.Tensor) -> torch.Tensor:
@@ -84,12 +84,14 @@ def penalized_attack(
         loss: per-sample loss ``(output, y) -> (B, ...)``.
         w_map: per-voxel cost weights ``(*spatial)`` (already multiplied by any scale).
         gamma: price multiplier.
-        steps: ascent steps; ``lr``: step size (stable for ``lr * 2 gamma max(w) < 1`` on the quadratic part).
+        steps: ascent steps; ``lr``: step size, capped at ``0.9 / (2 gamma max(w_map))`` so the
+            quadratic penalty's own iteration cannot oscillate (see :func:`stable_step`).
 
     Returns:
         ``x'`` ``(B, C, *spatial)``, detached.
     """
     lo, hi = bounds
+    lr = stable_step(lr, gamma, w_map)
     z = x.detach().clone()
     for _ in range(steps):
         with torch.enable_grad():
@@ -98,6 +100,11 @@ def penalized_attack(
             (g,) = torch.autograd.grad(obj.sum(), z)
         z = clip_to_bounds(z.detach() + lr * g, torch.as_tensor(lo, dtype=x.dtype), torch.as_tensor(hi, dtype=x.dtype))
     return z.detach()
+
+
+def stable_step(lr: float, gamma: float, w_map: torch.Tensor) -> float:
+    """``min(lr, 0.9 / (2 gamma max(w_map)))``: the largest ascent step for which ``z -= lr 2 gamma w (z - x)`` contracts."""
+    return min(float(lr), 0.9 / (2.0 * float(gamma) * float(w_map.max())))
 
 
 def environment_risk(losses: torch.Tensor, env: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -217,7 +224,8 @@ class SAL(AdversarialTrainingStep):
             with torch.enable_grad():
                 z = prev.clone().requires_grad_(True)
                 (g_l,) = torch.autograd.grad(per_sample(loss(net(z), y), x.shape[0]).sum(), z)
-            x_w = prev + self.inner_lr * (g_l - 2 * gamma * s * self.w_map(tuple(x.shape[2:]), w).unsqueeze(0).unsqueeze(0)
+            lr = stable_step(self.inner_lr, gamma, s * self.w_map(tuple(x.shape[2:])))
+            x_w = prev + lr * (g_l - 2 * gamma * s * self.w_map(tuple(x.shape[2:]), w).unsqueeze(0).unsqueeze(0)
                                           * (prev - x).detach())
             params = {k: p for k, p in net.named_parameters()}
             buffers = {k: b for k, b in net.named_buffers()}
