@@ -51,6 +51,7 @@ ATTACKS: dict[str, Entry] = {
     "fgsm": lambda m, x, y: A.fgsm(m, x, y, eps=0.03),
     "fgm": lambda m, x, y: A.fgm(m, x, y, eps=0.1),
     "pgd": lambda m, x, y: A.pgd(m, x, y, eps=0.03, steps=2),
+    "pgd_eot": lambda m, x, y: A.pgd(m, x, y, eps=0.03, steps=2, eot_samples=2),
     "square": lambda m, x, y: A.square(m, x, y, eps=0.03, queries=3),
     "cw_l2": lambda m, x, y: A.cw_l2(m, x, y, steps=2),
     "deepfool": lambda m, x, y: A.deepfool(m, x, y, steps=2),
@@ -67,6 +68,7 @@ DEFENSES: dict[str, Callable[[], D.AdversarialTrainingStep]] = {
     "adt-exp": lambda: D.ADTEXP(eps=0.03, steps=1, mc_samples=1),
     "adt-exp-am": lambda: D.ADTEXPAM(eps=0.03),
     "fisher-at": lambda: D.FisherTargetedTraining(eps=0.03, steps=2),
+    "noise-injection-at": lambda: D.NoiseInjectionTraining(eps=0.03, steps=2),
 }
 HOOKS: dict[str, Entry] = {
     f"defense:{name}": (lambda make: lambda m, x, y: make().make_adversarial(m, x, y, None))(make)
@@ -81,6 +83,8 @@ METRICS: dict[str, Entry] = {
     "robust_loss": lambda m, x, y: robust_loss(m, x, y, eps=0.03, steps=1),
     "average_flatness": lambda m, x, y: average_flatness(m, x, y, eps=0.0, samples=1),
     "loss_surface": lambda m, x, y: loss_surface(m, x, y, span=0.05, resolution=2),
+    "randomized_robustness": lambda m, x, y: D.randomized_robustness(m, x, y, eps=0.03, steps=1, eot_samples=2,
+                                                                     predict_samples=2, queries=2),
 }
 # entry points that take no labels
 UNLABELLED: dict[str, Entry] = {
@@ -180,7 +184,7 @@ def test_train_mode_model_keeps_bn_stats_and_mode(name, case):
 SETTINGS = [
     *[(n, "eps", v) for n in ("fgsm", "fgm", "pgd", "square") for v in (INF, NAN, -0.1)],
     ("pgd", "alpha", NAN), ("pgd", "alpha", -1.0), ("pgd", "steps", 0), ("pgd", "steps", 2.0),
-    ("pgd", "restarts", 0), ("square", "queries", 0), ("square", "p_init", 0.0),
+    ("pgd", "restarts", 0), ("pgd", "eot_samples", 0), ("pgd", "eot_samples", 1.5), ("square", "queries", 0), ("square", "p_init", 0.0),
     ("cw_l2", "kappa", -1.0), ("cw_l2", "c", NAN), ("cw_l2", "lr", 0.0), ("cw_l2", "steps", 0),
     ("deepfool", "steps", 0), ("deepfool", "overshoot", -0.1), ("deepfool", "candidates", 1),
     ("sparse_pso", "box", -0.1), ("sparse_pso", "swarm", 1), ("sparse_pso", "p_target", 1.5),

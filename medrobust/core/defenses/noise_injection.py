@@ -49,7 +49,8 @@ from torch import nn
 from torch.func import functional_call
 
 from medrobust.core.defenses.pgd_at import PGDAdversarialTraining
-from medrobust.core.validation import check_nonnegative, check_number, check_positive
+from medrobust.core.utils import class_logits, model_output
+from medrobust.core.validation import check_labels, check_nonnegative, check_number, check_positive
 
 __all__ = [
     "NoisyLayer",
@@ -273,4 +274,8 @@ class NoiseInjectionTraining(PGDAdversarialTraining):
         self.label = label
 
     def make_adversarial(self, forward: Any, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
-        return self.attack(forward, x, None if self.label == "prediction" else y)
+        if self.label == "true":
+            return self.attack(forward, x, y)
+        with torch.no_grad():  # the labels still feed the training loss: check them against the logits
+            check_labels(y, batch=x.shape[0], num_classes=class_logits(model_output(forward, x)).shape[1], name="y")
+        return self.attack(forward, x, None)
