@@ -20,4 +20,5 @@ SUBCOMMANDS: dict[str, str] = {
     "sensitivity": "medrobust.commands.sensitivity",
     "metrics": "medrobust.commands.metrics",
     "simulate": "medrobust.commands.simulate",
+    "lr-sweep": "medrobust.commands.lr_sweep",
 }
