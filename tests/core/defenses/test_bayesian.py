@@ -50,9 +50,12 @@ def test_predictive_mean_converges_with_samples(kind):
     net = bayesian_last_layer(monai_net(3).eval(), kind=kind, init_std=1.0)
     x, _ = data(3)
     ref = PredictiveMean(net, samples=2000)(x).exp()
-    errs = {s: float((PredictiveMean(net, samples=s)(x).exp() - ref).abs().max()) for s in (2, 20, 400)}
-    assert errs[400] < errs[20] < errs[2]
-    assert errs[400] < 0.04
+    def err(s: int) -> float:  # mean over 5 repeats of the max error against the 2000-draw reference
+        return sum(float((PredictiveMean(net, samples=s)(x).exp() - ref).abs().max()) for _ in range(5)) / 5
+
+    errs = {s: err(s) for s in (2, 20, 200)}
+    assert errs[200] < errs[20] < errs[2]
+    assert errs[200] < 0.04
 
 
 def test_kl_and_elbo():
