@@ -75,8 +75,21 @@ def run(args: argparse.Namespace) -> int:
     severities = parse_severities(args.severities)
     out = check_out_dir(args.out)
     from medrobust.sensitivity.engine import run_sensitivity
+    from medrobust.sensitivity.store import RunLockedError
 
-    result = run_sensitivity(
+    try:
+        result = _run(args, out, severities, run_sensitivity)
+    except RunLockedError as e:
+        raise UserError(str(e)) from None
+    logger.info(
+        "%d predictions (%d computed now) for %d cases; %d skipped files; report: %s",
+        len(result.predictions), result.n_computed, result.predictions["case_id"].nunique(), len(result.errors), result.report,
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace, out, severities, run_sensitivity):
+    return run_sensitivity(
         args.model,
         args.data,
         out,
@@ -96,12 +109,9 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         examples=not args.no_examples,
+        strict=args.strict,
+        wait=args.wait,
     )
-    logger.info(
-        "%d predictions (%d computed now) for %d cases; %d skipped files; report: %s",
-        len(result.predictions), result.n_computed, result.predictions["case_id"].nunique(), len(result.errors), result.report,
-    )
-    return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -138,6 +148,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--ring-width", type=int, default=5, help="background ring width (pixels) for the ROI CNR")
     p.add_argument("--overwrite", action="store_true", help="replace a run with different settings in --out")
+    p.add_argument("--strict", action="store_true",
+                   help="exit non-zero when any label does not match an image or any file is skipped")
+    p.add_argument("--wait", action="store_true", help="when another run is using --out, wait for it instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-examples", action="store_true", help="skip the example-perturbation figure")
     p.add_argument("--list-families", action="store_true", help="list the perturbation families and exit")

@@ -14,7 +14,7 @@ import csv
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from medrobust.data.deid import case_id_from_path
 from medrobust.data.records import CaseLabel, ImageItem
@@ -97,40 +97,141 @@ class LabelMatch:
     Attributes:
         pairs: ``(item, label)`` for every image whose case id has a label row.
         images_without_labels: items with no row in the CSV.
-        labels_without_images: case ids in the CSV with no image.
+        labels_without_images: label ids in the CSV with no image.
+        ambiguous: label ids that fit more than one image (or images that more than one label
+            row fits), left unmatched rather than guessed.
+        loose: ``(label id, case id)`` pairs matched only after dropping an extension or folder.
     """
 
     pairs: list[tuple[ImageItem, CaseLabel]] = field(default_factory=list)
     images_without_labels: list[ImageItem] = field(default_factory=list)
     labels_without_images: list[str] = field(default_factory=list)
+    ambiguous: list[str] = field(default_factory=list)
+    loose: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def n_mismatched(self) -> int:
+        """Images without labels + label rows without images + ambiguous ids."""
+        return len(self.images_without_labels) + len(self.labels_without_images) + len(self.ambiguous)
 
     @property
     def warnings(self) -> list[str]:
         """Human-readable lines for reports."""
         out = [f"image without label: {it.case_id} ({it.path})" for it in self.images_without_labels]
         out += [f"label row without image: {cid}" for cid in self.labels_without_images]
+        out += [f"ambiguous label id: {cid}" for cid in self.ambiguous]
         return out
 
+    def counts(self) -> dict[str, int]:
+        """Matched / unmatched counts (for logs, manifests and reports)."""
+        return {
+            "matched": len(self.pairs),
+            "matched_loosely": len(self.loose),
+            "images_without_labels": len(self.images_without_labels),
+            "labels_without_images": len(self.labels_without_images),
+            "ambiguous": len(self.ambiguous),
+        }
 
-def match_labels(items: Iterable[ImageItem], labels: dict[str, CaseLabel]) -> LabelMatch:
-    """Pair scanned items with labels by case id; mismatches are logged as warnings and returned.
+
+def _strip_suffix(text: str) -> str:
+    """``a/b/x.dcm`` -> ``a/b/x`` (image suffixes only, as :func:`case_id_from_path` knows them)."""
+    path = PurePosixPath(text.replace("\\", "/").strip("/"))
+    return str(path.with_name(case_id_from_path(path.name))) if path.name else text
+
+
+def _image_keys(item: ImageItem, root: Path | None) -> set[str]:
+    """Every spelling of an image's id a labels CSV may use: case id, file name with or without
+    extension, path relative to ``root`` with or without extension (and with ``__`` for ``/``)."""
+    keys = {item.case_id, item.path.name, case_id_from_path(item.path)}
+    if root is not None:
+        try:
+            rel = PurePosixPath(item.path.resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:
+            rel = None
+        if rel is not None:
+            keys |= {str(rel), _strip_suffix(str(rel)), _strip_suffix(str(rel)).replace("/", "__")}
+    return {k.lower() for k in keys}
+
+
+def _label_keys(label_id: str) -> list[str]:
+    """Spellings of a label id to try, most specific first."""
+    raw = label_id.replace("\\", "/").strip().strip("/")
+    keys = [raw, _strip_suffix(raw), _strip_suffix(raw).replace("/", "__"), case_id_from_path(PurePosixPath(raw).name)]
+    return [k.lower() for k in dict.fromkeys(keys) if k]
+
+
+def match_labels(items: Iterable[ImageItem], labels: dict[str, CaseLabel], *, root: str | Path | None = None) -> LabelMatch:
+    """Pair scanned items with labels; mismatches are logged as warnings and returned.
+
+    A label id matches an image when it equals the case id; otherwise when, after dropping an
+    image extension (``1_L_CC.dcm``) and/or folders (``batch1/1_L_CC``), it names exactly one
+    image and that image is named by no other label row. Anything else stays unmatched (and
+    ambiguous ids are listed), never guessed.
 
     Args:
         items: from :func:`~medrobust.data.scan_dataset`.
         labels: from :func:`read_labels`.
+        root: the scanned folder (lets ids hold paths relative to it).
+
+    Example:
+        >>> from pathlib import Path, PurePosixPath
+        >>> items = [ImageItem("1_L_CC", Path("/d/1_L_CC.dcm"), "dicom")]
+        >>> m = match_labels(items, {"1_L_CC.dcm": CaseLabel(1)})
+        >>> [(it.case_id, lab.label) for it, lab in m.pairs], m.loose
+        ([('1_L_CC', 1)], [('1_L_CC.dcm', '1_L_CC')])
     """
+    items = list(items)
+    root_path = Path(root) if root is not None else None
     match = LabelMatch()
-    seen: set[str] = set()
+    by_id = {it.case_id: it for it in items}
+    taken: dict[str, str] = {}  # case id -> label id
+    pending = []
+    for lid in labels:
+        if lid in by_id:
+            taken[lid] = lid
+        else:
+            pending.append(lid)
+    if pending:
+        index: dict[str, list[ImageItem]] = {}
+        for it in items:
+            if it.case_id in taken:
+                continue
+            for k in _image_keys(it, root_path):
+                index.setdefault(k, []).append(it)
+        claims: dict[str, list[str]] = {}
+        for lid in pending:
+            hit = None
+            for k in _label_keys(lid):
+                found = {it.case_id for it in index.get(k, [])}
+                if len(found) == 1:
+                    hit = found.pop()
+                    break
+                if len(found) > 1:
+                    match.ambiguous.append(lid)
+                    hit = ""
+                    break
+            if hit:
+                claims.setdefault(hit, []).append(lid)
+            elif hit is None:
+                match.labels_without_images.append(lid)
+        for cid, lids in claims.items():
+            if len(lids) == 1:
+                taken[cid] = lids[0]
+                match.loose.append((lids[0], cid))
+            else:
+                match.ambiguous.extend(lids)
     for it in items:
-        lab = labels.get(it.case_id)
-        if lab is None:
+        lid = taken.get(it.case_id)
+        if lid is None:
             match.images_without_labels.append(it)
         else:
-            match.pairs.append((it, lab))
-            seen.add(it.case_id)
-    match.labels_without_images = sorted(set(labels) - seen)
+            match.pairs.append((it, labels[lid]))
+    match.labels_without_images.sort()
+    match.ambiguous.sort()
     if match.images_without_labels:
         logger.warning("%d images have no label (e.g. %s)", len(match.images_without_labels), match.images_without_labels[0].case_id)
     if match.labels_without_images:
         logger.warning("%d label rows have no image (e.g. %s)", len(match.labels_without_images), match.labels_without_images[0])
+    if match.ambiguous:
+        logger.warning("%d label ids are ambiguous (e.g. %s); left unmatched", len(match.ambiguous), match.ambiguous[0])
     return match

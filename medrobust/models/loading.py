@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -63,6 +63,9 @@ class LoadedModel:
         activation: how outputs become probabilities (see :mod:`medrobust.models.probability`).
         positive_class: class index of the positive class for K >= 2 outputs.
         name: a short human-readable name (bundle folder or file name).
+        metadata: the bundle's ``metadata.json`` (or ``{}``): its ``medrobust`` entry may declare a
+            ``notice`` (shown at the top of reports), ``training_input_statistics`` (for the
+            domain-shift check) and ``preprocessing``.
     """
 
     network: torch.nn.Module
@@ -73,6 +76,7 @@ class LoadedModel:
     activation: str = "auto"
     positive_class: int = 1
     name: str = ""
+    metadata: dict = field(default_factory=dict)
 
     @property
     def spatial_dims(self) -> int:
@@ -106,6 +110,30 @@ class LoadedModel:
 
     def predicted_class(self, logits: torch.Tensor) -> torch.Tensor:
         return predicted_class(logits, activation=self.activation)
+
+    def decision_margin(self, logits: torch.Tensor) -> torch.Tensor:
+        """Signed log-odds of the positive class against its strongest competitor, ``(B,)``.
+
+        Unlike p(positive) it does not saturate: a move from +32 to +19 shows even when p stays
+        1.0 in float32. One output: the logit (``activation="none"``: ``logit(p)``); K >= 2 with
+        softmax: ``z_pos - max_{j != pos} z_j``; ``sigmoid`` (multi-label): ``z_pos``; ``none``
+        (outputs are probabilities): ``log p_pos - log max_{j != pos} p_j``. Positive exactly when
+        the predicted class is the positive one (K >= 2) or p >= 0.5 (K = 1).
+        """
+        z = check_logits(logits).double()
+        eps = 1e-12
+        if z.shape[1] == 1:
+            if self.activation == "none":
+                p = z[:, 0].clamp(eps, 1 - eps)
+                return (p.log() - (1 - p).log()).float()
+            return z[:, 0].float()
+        pos = self.positive_class
+        if self.activation == "sigmoid":
+            return z[:, pos].float()
+        others = torch.cat([z[:, :pos], z[:, pos + 1 :]], dim=1).amax(dim=1)
+        if self.activation == "none":
+            return (z[:, pos].clamp_min(eps).log() - others.clamp_min(eps).log()).float()
+        return (z[:, pos] - others).float()
 
 
 def file_sha256(*paths: Path) -> str:
@@ -201,6 +229,7 @@ def _finish(
     device: torch.device | str,
     activation: str,
     positive_class: int,
+    metadata: Mapping | None = None,
 ) -> LoadedModel:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation should be one of {ACTIVATIONS}, got {activation!r}.")
@@ -215,7 +244,7 @@ def _finish(
     network = network.to(device).eval()
     for p in network.parameters():
         p.requires_grad_(False)
-    return LoadedModel(network, shape, int(in_channels), source, sha256, activation, int(positive_class), name)
+    return LoadedModel(network, shape, int(in_channels), source, sha256, activation, int(positive_class), name, dict(metadata or {}))
 
 
 def _parse_input_size(input_size: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -261,10 +290,10 @@ def load_bundle(
     shape = _parse_input_size(input_size)
     meta_file = configs / "metadata.json"
     meta_channels = None
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     if shape is None or in_channels is None:
         if not meta_file.is_file():
             raise FileNotFoundError(f"bundle {root}: {meta_file} not found (needed for the input shape; or give input_size).")
-        meta = json.loads(meta_file.read_text())
         try:
             image = meta["network_data_format"]["inputs"]["image"]
         except (KeyError, TypeError):
@@ -286,7 +315,7 @@ def load_bundle(
     channels = in_channels if in_channels is not None else meta_channels
     return _finish(
         network, shape, channels, "bundle", file_sha256(cfg, weights), root.name,
-        device=device, activation=activation, positive_class=positive_class,
+        device=device, activation=activation, positive_class=positive_class, metadata=meta,
     )
 
 

@@ -28,7 +28,8 @@ import torch
 from medrobust.models import LoadedModel
 from medrobust.perturbations.registry import PerturbationContext, PerturbationFamily, get_family, sample_seed
 from medrobust.sensitivity.cnr import RoiSampler
-from medrobust.data.preprocess import BOUNDS, to_model_input
+from medrobust.data.preprocess import BOUNDS, adapt_channels, resize_batch, to_model_input
+from medrobust.sensitivity.diagnostics import input_statistics
 from medrobust.sensitivity.store import ResultsStore, format_float
 
 __all__ = ["Case", "BatchedSweep", "perturb_for_model"]
@@ -136,8 +137,12 @@ class BatchedSweep:
 
     def _write(self, logits: torch.Tensor, meta: list[dict]) -> None:
         p = self.model.probability_from_logits(logits).cpu().tolist()
+        margin = self.model.decision_margin(logits).cpu().tolist()
         cls = self.model.predicted_class(logits).cpu().tolist()
-        rows = [dict(m, p_positive=format_float(pi), predicted_class=int(ci)) for m, pi, ci in zip(meta, p, cls)]
+        rows = [
+            dict(m, p_positive=format_float(pi), margin=format_float(mi), predicted_class=int(ci))
+            for m, pi, mi, ci in zip(meta, p, margin, cls)
+        ]
         self.n_written += self.store.add_predictions(rows)
         self.pbar.update(len(rows))
 
@@ -191,11 +196,15 @@ class BatchedSweep:
         chunk = max(1, self.max_chunk_pixels // per_image)
         m = self.model
         # clean pass: severity-0 rows of every family, and targets for adversarial families
-        clean = torch.cat(
-            [
-                self._logits(to_model_input(x[i : i + self.batch_size], m.spatial_shape, m.in_channels))
-                for i in range(0, x.shape[0], self.batch_size)
-            ]
+        clean_parts, stats = [], []
+        for i in range(0, x.shape[0], self.batch_size):
+            with torch.no_grad():
+                small = resize_batch(x[i : i + self.batch_size], m.spatial_shape)
+            stats += input_statistics(small)
+            clean_parts.append(self._logits(adapt_channels(small, m.in_channels)))
+        clean = torch.cat(clean_parts)
+        self.store.add_inputs(
+            [{"case_id": c.case_id, **{k: format_float(v) for k, v in st.items()}} for c, st in zip(cases, stats)]
         )
         clean_cls = m.predicted_class(clean)
         targets = torch.tensor(

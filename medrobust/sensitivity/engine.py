@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import platform
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,24 +35,37 @@ import torch
 from tqdm.auto import tqdm
 
 from medrobust.data import DEFAULT_EXCLUDE, UnusableImageError, load_image, read_labels, scan_dataset
+from medrobust.data.labels import LabelMatch, match_labels
 from medrobust.models import LoadedModel, file_sha256, load_model
 from medrobust.perturbations.registry import get_family
 from medrobust.sensitivity.batching import BatchedSweep, Case, perturb_for_model
 from medrobust.sensitivity.cnr import RoiSampler, find_mask, load_roi_mask
 from medrobust.data.preprocess import match_spatial_dims, normalise_image
-from medrobust.sensitivity.store import ResultsStore
+from medrobust.sensitivity.store import ResultsStore, RunLock
 
 if TYPE_CHECKING:
     from medrobust.sensitivity.report import ReportOptions
 
-__all__ = ["DEFAULT_FAMILIES", "ENGINE_VERSION", "SensitivityResult", "resolve_plan", "run_sensitivity", "perturb_for_model"]
+__all__ = [
+    "DEFAULT_FAMILIES",
+    "ENGINE_VERSION",
+    "SensitivityResult",
+    "StrictModeError",
+    "resolve_plan",
+    "run_sensitivity",
+    "perturb_for_model",
+]
 
 logger = logging.getLogger(__name__)
 
 #: families swept when none are named (the four of METHODS.md B2 plus blur)
 DEFAULT_FAMILIES = ("gaussian_noise", "fourier_noise", "fourier_lowpass", "fourier_highpass", "gaussian_blur")
 #: bump when the engine changes in a way that changes numbers (part of the run identity)
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: decision margin per prediction, reflect-padded Fourier filters
+
+
+class StrictModeError(ValueError):
+    """``strict=True`` and a label did not match or a file was skipped (the results are still written)."""
 
 
 @dataclass
@@ -67,6 +80,9 @@ class SensitivityResult:
         n_computed: predictions computed by this call (0 when everything was already done).
         resumed: whether an earlier run in ``out`` was continued.
         report: path of ``report.md`` (None when ``report=False``).
+        labels: matched / unmatched label counts (empty without labels).
+        findings: the trust checks stated at the top of the report
+            (:class:`~medrobust.sensitivity.diagnostics.Finding`).
     """
 
     out: Path
@@ -76,6 +92,8 @@ class SensitivityResult:
     n_computed: int
     resumed: bool
     report: Path | None = None
+    labels: dict = field(default_factory=dict)
+    findings: list = field(default_factory=list)
 
 
 def resolve_plan(
@@ -183,6 +201,9 @@ def run_sensitivity(
     max_chunk_pixels: int = 1 << 24,
     max_buffer_pixels: int = 1 << 25,
     report_options: ReportOptions | Mapping[str, Any] | None = None,
+    strict: bool = False,
+    wait: bool = False,
+    cases: Collection[str] | None = None,
 ) -> SensitivityResult:
     """Run (or resume) a perturbation-sensitivity sweep and write its results to ``out``.
 
@@ -214,14 +235,21 @@ def run_sensitivity(
         report_options: what the report illustrates (example case subgroup, cropped families,
             CNR table families): a :class:`~medrobust.sensitivity.report.ReportOptions` or a
             mapping of its fields (a bundle config passes its own); default: no preference.
+        strict: raise :class:`StrictModeError` when any label does not match an image (before
+            computing) or any file was skipped (after writing the results).
+        wait: when another run holds ``out``'s lock, wait for it instead of failing.
+        cases: only these case ids (e.g. one shard of a distributed sweep); ``None``: all. Part of
+            the run identity.
 
     Returns:
         :class:`SensitivityResult`.
 
     Raises:
         FileNotFoundError: model, data, labels or ROI folder missing.
-        ValueError: bad arguments; :class:`~medrobust.sensitivity.store.RunIdentityError` when
-            ``out`` holds a run with other settings and not ``overwrite``.
+        ValueError: bad arguments; no usable image; :class:`~medrobust.sensitivity.store.RunIdentityError`
+            when ``out`` holds a run with other settings and not ``overwrite``; :class:`StrictModeError`.
+        RuntimeError: :class:`~medrobust.sensitivity.store.RunLockedError` when another run holds
+            ``out`` and not ``wait``.
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size should be >= 1, got {batch_size}.")
@@ -257,7 +285,31 @@ def run_sensitivity(
         fam = get_family(name)
         if loaded.spatial_dims not in fam.spatial_dims:
             raise ValueError(f"family {name!r} supports {fam.spatial_dims}-D images, the model is {loaded.spatial_dims}-D.")
-    label_map = read_labels(labels_path) if labels_path is not None else {}
+    labels_table = read_labels(labels_path) if labels_path is not None else None
+    items, scan_errors = _scan(data_root, Path(out).expanduser().resolve())
+    if cases is not None:
+        wanted = {str(c) for c in cases}
+        items = [it for it in items if it.case_id in wanted]
+    if not items:
+        where = f"; {len(scan_errors)} files could not be used (e.g. {scan_errors[0].path.name}: {scan_errors[0].reason})" if scan_errors else ""
+        raise ValueError(f"no usable image found under {data_root}{where}.")
+    match: LabelMatch | None = None
+    label_by_case: dict = {}
+    if labels_table is not None:
+        match = match_labels(items, labels_table, root=data_root)
+        label_by_case = {it.case_id: lab for it, lab in match.pairs}
+        counts = match.counts()
+        logger.info(
+            "labels: %d of %d images matched (%d after dropping an extension or folder); %d images without a label, "
+            "%d label rows without an image, %d ambiguous",
+            counts["matched"], len(items), counts["matched_loosely"], counts["images_without_labels"],
+            counts["labels_without_images"], counts["ambiguous"],
+        )
+        if strict and match.n_mismatched:
+            raise StrictModeError(
+                f"--strict: labels do not match the images ({'; '.join(match.warnings[:5])}"
+                f"{' ...' if match.n_mismatched > 5 else ''})."
+            )
 
     identity = {
         "engine_version": ENGINE_VERSION,
@@ -274,44 +326,99 @@ def run_sensitivity(
         "ring_width": int(ring_width) if roi_dir is not None else None,
         "normalisation": "per-image min-max of display intensities to [0, 1]; perturb at native resolution",
     }
+    if cases is not None:
+        identity["cases"] = sorted({str(c) for c in cases})
     provenance = {
         "model": {"name": loaded.name, "source": loaded.source, "sha256": loaded.sha256},
         "settings": {"batch_size": int(batch_size), "device": str(dev)},
         "versions": _versions(),
         "families": {n: get_family(n).description for n in plan},
+        "labels": match.counts() if match is not None else {},
     }
-    store = ResultsStore(out)
-    resumed = store.open(identity, provenance=provenance, overwrite=overwrite)
+    lock = RunLock(Path(out).expanduser(), wait=wait)
+    lock.acquire()
     try:
-        n_computed = _sweep(
-            loaded, plan, store, data_root, label_map, roi_dir, int(seed), int(batch_size), dev,
-            int(max_chunk_pixels), int(max_buffer_pixels), int(ring_width), progress,
-        )
-    except BaseException:
-        store.close()
-        raise
-    predictions = store.read_predictions()
-    errors = store.read_errors()
-    from medrobust.sensitivity.summary import summarise
+        store = ResultsStore(out)
+        resumed = store.open(identity, provenance=provenance, overwrite=overwrite)
+        try:
+            n_computed = _sweep(
+                loaded, plan, store, items, scan_errors, data_root, label_by_case, roi_dir, int(seed), int(batch_size), dev,
+                int(max_chunk_pixels), int(max_buffer_pixels), int(ring_width), progress,
+            )
+        except BaseException:
+            store.close()
+            raise
+        predictions = store.read_predictions()
+        errors = store.read_errors()
+        from medrobust.sensitivity.diagnostics import check_domain_shift, check_labels, check_predictions
+        from medrobust.sensitivity.summary import summarise
 
-    summary = summarise(predictions, plan=plan)
-    report_path = None
-    if report:
-        from medrobust.sensitivity.report import write_outputs
+        summary = summarise(predictions, plan=plan, positive_class=loaded.positive_class, seed=int(seed))
+        findings = _findings(loaded, predictions, errors, store.read_inputs(), match,
+                             check_predictions, check_labels, check_domain_shift)
+        report_path = None
+        if report:
+            from medrobust.sensitivity.report import write_outputs
 
-        report_path = write_outputs(
-            store.out, predictions=predictions, summary=summary, errors=errors, cnr=store.read_cnr(),
-            manifest=store.manifest, plan=plan, model=loaded, data_root=data_root, seed=int(seed),
-            examples=examples, options=report_options,
-        )
-    store.finish(n_predictions=len(predictions), n_errors=len(errors), n_cases=int(predictions["case_id"].nunique()))
-    return SensitivityResult(Path(out), predictions, summary, errors, n_computed, resumed, report_path)
+            report_path = write_outputs(
+                store.out, predictions=predictions, summary=summary, errors=errors, cnr=store.read_cnr(),
+                manifest=store.manifest, plan=plan, model=loaded, data_root=data_root, seed=int(seed),
+                examples=examples, options=report_options, findings=findings,
+                labels=match.counts() if match is not None else None,
+            )
+        store.finish(n_predictions=len(predictions), n_errors=len(errors), n_cases=int(predictions["case_id"].nunique()))
+    finally:
+        lock.release()
+    result = SensitivityResult(
+        Path(out), predictions, summary, errors, n_computed, resumed, report_path,
+        match.counts() if match is not None else {}, findings,
+    )
+    if predictions.empty:
+        raise ValueError(f"no usable image under {data_root}: all {len(errors)} files were skipped (see {Path(out) / 'errors.csv'}).")
+    if strict and len(errors):
+        raise StrictModeError(f"--strict: {len(errors)} files were skipped (see {Path(out) / 'errors.csv'}); results are written.")
+    return result
+
+
+def _findings(loaded, predictions, errors, inputs, match, check_predictions, check_labels, check_domain_shift) -> list:
+    from medrobust.sensitivity.diagnostics import Finding
+
+    meta = loaded.metadata.get("medrobust", {}) if isinstance(loaded.metadata, Mapping) else {}
+    out = []
+    if meta.get("notice"):
+        out.append(Finding("model_notice", "warning", str(meta["notice"])))
+    out += check_predictions(predictions)
+    out += check_domain_shift(inputs, meta.get("training_input_statistics"))
+    out += check_labels(predictions, positive_class=loaded.positive_class)
+    if match is not None and match.n_mismatched:
+        c = match.counts()
+        out.append(Finding(
+            "label_mismatch", "warning",
+            f"Labels: {c['matched']} images matched; {c['images_without_labels']} images without a label, "
+            f"{c['labels_without_images']} label rows without an image, {c['ambiguous']} ambiguous ids "
+            f"(e.g. {'; '.join(match.warnings[:3])}). Unmatched cases count in flip rates but not in AUC/KS.",
+        ))
+    if len(errors):
+        out.append(Finding("skipped_files", "warning", f"{len(errors)} files were skipped (see errors.csv)."))
+    for f in out:
+        if f.level == "warning":
+            logger.warning("%s", f.message)
+    return out
+
+
+def _scan(data_root: Path, out: Path):
+    exclude = DEFAULT_EXCLUDE
+    if out != data_root and data_root in out.parents:  # never read our own figures back as images
+        exclude = (*DEFAULT_EXCLUDE, out.relative_to(data_root).parts[0])
+    return scan_dataset(data_root, exclude=exclude)
 
 
 def _sweep(
     loaded: LoadedModel,
     plan: dict[str, tuple[float, ...]],
     store: ResultsStore,
+    items: list,
+    scan_errors: list,
     data_root: Path,
     label_map: dict,
     roi_dir: Path | None,
@@ -323,11 +430,6 @@ def _sweep(
     ring_width: int,
     progress: bool,
 ) -> int:
-    exclude = DEFAULT_EXCLUDE
-    out = store.out.resolve()
-    if out != data_root and data_root in out.parents:  # never read our own figures back as images
-        exclude = (*DEFAULT_EXCLUDE, out.relative_to(data_root).parts[0])
-    items, scan_errors = scan_dataset(data_root, exclude=exclude)
     recorded = store.recorded_errors()
     failed_files = {f for f, stage in recorded if stage in ("load", "input")}
     new_errors = []
@@ -339,8 +441,6 @@ def _sweep(
         store.add_errors(new_errors)
         for e in new_errors:
             logger.warning("skipped %s: %s", e["file"], e["reason"])
-    if not items and not scan_errors:
-        raise ValueError(f"no images found under {data_root}.")
     done = store.done_keys()
     keys = [(n, s) for n, grid in plan.items() for s in grid]
     todo = []

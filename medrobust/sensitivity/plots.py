@@ -1,7 +1,8 @@
 """PNG figures of a sensitivity run (matplotlib, Agg backend).
 
-- :func:`plot_family_curves`: per family, flip rate / mean |delta p| / AUC / KS against
-  severity, one line per subgroup (``all`` in black);
+- :func:`plot_family_curves`: per family, flip rate / mean |delta p| / mean |delta margin| /
+  AUC / KS against severity, one line per subgroup (``all`` in black, its 95 % confidence
+  interval as a grey band);
 - :func:`plot_cnr_curves`: ROI contrast-to-noise ratio against severity per family;
 - :func:`plot_example_grid`: a grid of example perturbed images (rows: families, columns:
   severities).
@@ -27,6 +28,7 @@ __all__ = ["METRIC_LABELS", "plot_family_curves", "plot_cnr_curves", "plot_examp
 METRIC_LABELS = {
     "flip_rate": "flip rate vs clean",
     "mean_abs_delta_p": "mean |delta p(positive)|",
+    "mean_abs_delta_margin": "mean |delta margin| (log-odds)",
     "auc": "AUC",
     "ks": "class separability (KS)",
 }
@@ -50,24 +52,29 @@ def plot_family_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     for fam, fd in summary.groupby("family", sort=False):
         sevs = sorted(fd["severity"].unique())
         pos = {s: i for i, s in enumerate(sevs)}
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+        fig, axes = plt.subplots(2, 3, figsize=(14, 7), constrained_layout=True)
+        axes.ravel()[-1].axis("off")
         subgroups = ["all"] + sorted(sg for sg in fd["subgroup"].unique() if sg != "all")
         for ax, (metric, label) in zip(axes.ravel(), METRIC_LABELS.items()):
             drawn = False
             for sg in subgroups:
                 d = fd[fd["subgroup"] == sg].sort_values("severity")
-                if d[metric].notna().any():
+                if metric in d and d[metric].notna().any():
                     style = dict(color="black", lw=2.2) if sg == "all" else dict(lw=1.2, alpha=0.9)
-                    ax.plot([pos[s] for s in d["severity"]], d[metric], marker="o", label=sg, **style)
+                    xs = [pos[s] for s in d["severity"]]
+                    if sg == "all" and f"{metric}_lo" in d and d[f"{metric}_lo"].notna().any():
+                        ax.fill_between(xs, d[f"{metric}_lo"].astype(float), d[f"{metric}_hi"].astype(float),
+                                        color="grey", alpha=0.3, lw=0, label="95 % CI (all)")
+                    ax.plot(xs, d[metric], marker="o", label=sg, **style)
                     drawn = True
             if not drawn:
-                ax.text(0.5, 0.5, "needs labels with both classes", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, "needs labels with both classes" if metric in ("auc", "ks") else "not recorded", ha="center", va="center", transform=ax.transAxes)
             ax.set_ylabel(label)
             _severity_axis(ax, sevs)
             if metric in ("flip_rate", "auc", "ks"):
                 ax.set_ylim(-0.02, 1.02)
         handles, labels = axes[0, 0].get_legend_handles_labels()
-        if len(labels) > 1:
+        if len(labels) > 1 or subgroups == ["all"]:
             fig.legend(handles, labels, loc="outside right upper", title="subgroup")
         fig.suptitle(f"{fam}: sensitivity vs severity")
         path = out_dir / f"curves_{safe_name(str(fam))}.png"

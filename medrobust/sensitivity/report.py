@@ -104,11 +104,36 @@ def _display(x: torch.Tensor, size: int) -> np.ndarray:
     return img.clamp(0, 1).cpu().numpy()
 
 
+def foreground_mask(x: torch.Tensor) -> torch.Tensor:
+    """Foreground of ``x: (C, H, W)`` in ``[0, 1]``: smoothed intensity above Otsu's threshold,
+    so a crop lands in tissue, not in the air around it.
+
+    Otsu on a 256-bin histogram, written out here (a few lines) because scikit-image, which has
+    it, is not a dependency of the package.
+    """
+    grey = x.float().mean(0)[None, None]
+    smooth = F.avg_pool2d(grey, 9, stride=1, padding=4, count_include_pad=False)[0, 0]
+    lo, hi = float(smooth.min()), float(smooth.max())
+    if hi <= lo:
+        return torch.ones_like(smooth, dtype=torch.bool)
+    hist = torch.histc(smooth.double(), bins=256, min=lo, max=hi)
+    centres = torch.linspace(lo, hi, 257, dtype=torch.float64)[:-1] + (hi - lo) / 512
+    w0 = hist.cumsum(0)
+    w1 = hist.sum() - w0
+    m0 = (hist * centres).cumsum(0) / w0.clamp_min(1e-12)
+    m1 = ((hist * centres).sum() - (hist * centres).cumsum(0)) / w1.clamp_min(1e-12)
+    between = w0 * w1 * (m0 - m1) ** 2
+    t = float(centres[int(between[:-1].argmax())]) + (hi - lo) / 512
+    return smooth > t
+
+
 def _crop_box(x: torch.Tensor, size: int, centre: tuple[int, int] | None = None) -> tuple[slice, slice] | None:
     """A native-resolution window (2-D images larger than 2 x size) around ``centre``.
 
-    Without a centre (no ROI mask), the window goes where small bright specks are densest:
-    the local mean of the positive part of ``x - 3x3 box mean``.
+    Without a centre (no ROI mask), the window lies inside the foreground (:func:`foreground_mask`;
+    at least 95 % of its pixels when such a window exists, so not on burned-in markers in the
+    background), where small bright specks are densest among those windows (the local mean of the
+    positive part of ``x - 3x3 box mean``).
     """
     if x.ndim != 3 or min(x.shape[1:]) < 2 * size:
         return None
@@ -116,7 +141,14 @@ def _crop_box(x: torch.Tensor, size: int, centre: tuple[int, int] | None = None)
         grey = x.float().mean(0)[None, None]
         specks = (grey - F.avg_pool2d(grey, 3, stride=1, padding=1, count_include_pad=False)).clamp(min=0)
         specks = F.avg_pool2d(specks, 15, stride=1, padding=7, count_include_pad=False)[0, 0]
-        centre = divmod(int(specks.argmax()), specks.shape[1])
+        fg = foreground_mask(x).float()[None, None]
+        # fraction of foreground in the size x size window centred on each pixel (zero outside the image)
+        inside = F.avg_pool2d(fg, size + 1 - size % 2, stride=1, padding=size // 2, count_include_pad=True)[0, 0]
+        ok = inside >= 0.95
+        if not bool(ok.any()):
+            ok = inside >= inside.max() - 1e-6
+        score = torch.where(ok, specks, torch.full_like(specks, -1.0))
+        centre = divmod(int(score.argmax()), specks.shape[1])
     r, c = centre
     r0 = min(max(0, r - size // 2), x.shape[1] - size)
     c0 = min(max(0, c - size // 2), x.shape[2] - size)
@@ -194,6 +226,28 @@ def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedMode
     return None
 
 
+def _with_ci(d: pd.DataFrame, metrics: Sequence[str], digits: int = 3) -> pd.DataFrame:
+    """``value [lo, hi]`` text columns for ``metrics`` (``-`` where not computed)."""
+    out = d.copy()
+    for m in metrics:
+        def fmt(row, m=m):
+            v = row[m]
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return "-"
+            lo, hi = row.get(f"{m}_lo"), row.get(f"{m}_hi")
+            if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+                return f"{v:.{digits}f}"
+            return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+        out[m] = [fmt(r) for _, r in d.iterrows()]
+    return out
+
+
+def _file_links(out: Path, names: Sequence[str]) -> str:
+    """Markdown links to those of ``names`` that exist in ``out`` (never a link to a missing file)."""
+    return ", ".join(f"[{n}]({n})" for n in names if (out / n).is_file())
+
+
 def write_outputs(
     out: Path,
     *,
@@ -208,25 +262,37 @@ def write_outputs(
     seed: int,
     examples: bool = True,
     options: ReportOptions | Mapping[str, Any] | None = None,
+    findings: Sequence[Any] = (),
+    labels: Mapping[str, int] | None = None,
 ) -> Path:
     """Write ``summary.csv``, ``summary.json``, the PNG figures and ``report.md`` into ``out``.
 
     ``options`` (:class:`ReportOptions` or a mapping of its fields) chooses the example case,
-    the cropped families and the CNR table's families.
+    the cropped families and the CNR table's families. ``findings``
+    (:class:`~medrobust.sensitivity.diagnostics.Finding`) are stated at the top of the report and
+    in ``summary.json`` (``warnings``); ``labels`` are the matched / unmatched label counts.
     """
+    from medrobust.sensitivity.diagnostics import findings_to_json
+
     out = Path(out)
     options = ReportOptions.from_any(options)
     summary.to_csv(out / "summary.csv", index=False)
     cnr_summary = summarise_cnr(cnr)
     n_cases = int(predictions["case_id"].nunique()) if not predictions.empty else 0
     n_labelled = int(pd.to_numeric(predictions.drop_duplicates("case_id")["label"], errors="coerce").notna().sum()) if n_cases else 0
+    ident = manifest.get("identity", {})
     info = {
         "model": manifest.get("model", {}),
-        "identity": manifest.get("identity", {}),
+        "identity": ident,
+        "preprocessing": ident.get("normalisation"),
+        "warnings": findings_to_json(findings),
+        "labels": dict(labels) if labels is not None else None,
         "n_cases": n_cases,
         "n_labelled": n_labelled,
         "n_predictions": int(len(predictions)),
         "n_errors": int(len(errors)),
+        "confidence_intervals": "95 %: Clopper-Pearson for flip_rate and accuracy; percentile bootstrap over cases "
+        f"(1000 resamples, seeded from seed {seed}) for the others",
         "summary": json.loads(summary.to_json(orient="records")),
         "cnr_summary": json.loads(cnr_summary.to_json(orient="records")),
     }
@@ -234,7 +300,6 @@ def write_outputs(
 
     figures = plot_family_curves(summary, out) if not summary.empty else []
     cnr_fig = plot_cnr_curves(cnr_summary, out)
-    ident = manifest.get("identity", {})
     example_fig = None
     if examples and not predictions.empty:
         try:
@@ -243,21 +308,38 @@ def write_outputs(
             if first is not None:
                 panels = example_panels(model, first[1], first[0], plan, seed, crop_centre=first[2],
                                         crop_families=options.crop_families)
-                example_fig = plot_example_grid(panels, out / "examples.png", title="example perturbations (columns: severity)")
+                where = "ROI" if first[2] is not None else "foreground"
+                example_fig = plot_example_grid(
+                    panels, out / "examples.png",
+                    title=f"case {first[0]}: example perturbations (columns: severity; crops inside the {where})",
+                )
         except Exception as e:  # a figure must not lose a finished sweep
             logger.warning("example grid not drawn: %s: %s", type(e).__name__, e)
 
     lines = ["# Perturbation sensitivity report", ""]
+    warn = [f for f in findings if getattr(f, "level", "") == "warning"]
+    notes = [f for f in findings if getattr(f, "level", "") != "warning"]
+    if warn or notes:
+        lines += ["## Read this first", ""]
+        lines += [f"- **{f.code.replace('_', ' ')}**: {f.message}" for f in warn]
+        lines += [f"- {f.code.replace('_', ' ')}: {f.message}" for f in notes]
+        lines += [""]
     m = manifest.get("model", {})
+    lab = ""
+    if labels is not None:
+        lab = (f"; labels matched {labels.get('matched', 0)} images ({labels.get('images_without_labels', 0)} images "
+               f"without a label, {labels.get('labels_without_images', 0)} label rows without an image, "
+               f"{labels.get('ambiguous', 0)} ambiguous)")
+    errors_link = f" ({_file_links(out, ['errors.csv'])})" if len(errors) and (out / "errors.csv").is_file() else ""
     lines += [
         f"- Model: `{m.get('name', '')}` ({m.get('source', '')}), sha256 `{str(m.get('sha256', ''))[:16]}`, "
         f"input (C, spatial) = {tuple(ident.get('input_shape', []))}, positive class {ident.get('positive_class')}",
-        f"- Cases with predictions: {n_cases} ({n_labelled} labelled); predictions: {len(predictions)}; "
-        f"skipped files: {len(errors)} ([errors.csv](errors.csv))",
-        f"- Seed {seed}; images min-max normalised per image to [0, 1] and perturbed at native resolution, "
-        "then resized to the model input.",
-        "- Files: [predictions.csv](predictions.csv), [summary.csv](summary.csv), [summary.json](summary.json), "
-        "[manifest.json](manifest.json)",
+        f"- Cases with predictions: {n_cases} ({n_labelled} labelled){lab}; predictions: {len(predictions)}; "
+        f"skipped files: {len(errors)}{errors_link}",
+        f"- Preprocessing: {ident.get('normalisation', 'per-image min-max to [0, 1]')}; then resized to the model input.",
+        f"- Seed {seed}. Intervals are 95 %: Clopper-Pearson for flip rate, percentile bootstrap over cases (1000 "
+        "resamples, seeded) for the rest.",
+        "- Files: " + _file_links(out, ["predictions.csv", "summary.csv", "summary.json", "manifest.json", "inputs.csv", "cnr.csv"]),
         "",
         "## Families",
         "",
@@ -269,18 +351,22 @@ def write_outputs(
         "",
         "## Results (all cases)",
         "",
-        "Flip rate and mean |delta p| are relative to the same case at severity 0. AUC and KS "
-        "(class separability of p(positive) between positives and negatives) need labels of both classes.",
+        "Flip rate, mean |delta p| and mean |delta margin| are relative to the same case at severity 0; the "
+        "margin is the log-odds of the positive class against its strongest competitor, which keeps moving "
+        "when p(positive) is saturated at 0 or 1. AUC and KS (class separability of p(positive) between "
+        "positives and negatives) need labels of both classes. Brackets: 95 % confidence intervals; the "
+        "figures draw them as bands.",
         "",
     ]
-    cols = ["severity", "n", "flip_rate", "mean_abs_delta_p", "auc", "ks"]
+    metric_cols = ["flip_rate", "mean_abs_delta_p", "mean_abs_delta_margin", "auc", "ks"]
     for fam in plan:
         d = summary[(summary["family"] == fam) & (summary["subgroup"] == "all")]
         if d.empty:
             continue
-        lines += [f"### {fam}", "", markdown_table(d[cols]), ""]
+        table = _with_ci(d, metric_cols)[["severity", "n", *metric_cols]]
+        lines += [f"### {fam}", "", markdown_table(table), ""]
         fig = out / f"curves_{fam}.png"
-        if fig in figures:
+        if fig in figures and fig.is_file():
             lines += [f"![{fam}]({fig.name})", ""]
     subgroups = sorted(sg for sg in summary["subgroup"].unique() if sg != "all") if not summary.empty else []
     if subgroups:
@@ -293,7 +379,7 @@ def write_outputs(
         ]
         top = summary[(summary["subgroup"] != "all")]
         top = top.loc[top.groupby(["family", "subgroup"])["severity"].idxmax()]
-        top = top[["family", "subgroup", "severity", "n", "flip_rate", "mean_abs_delta_p", "auc", "ks"]]
+        top = _with_ci(top, metric_cols)[["family", "subgroup", "severity", "n", *metric_cols]]
         lines += ["At each family's highest severity:", "", markdown_table(top), ""]
     if not cnr_summary.empty:
         lines += [
@@ -308,9 +394,9 @@ def write_outputs(
             shown = shown[shown["family"].isin(options.cnr_families)]
             lines += [f"{', '.join(options.cnr_families)} (other families: summary.json and the figure):", ""]
         lines += [markdown_table(shown[["family", "severity", "n", "mean_cnr", "mean_cnr_ratio"]]), ""]
-        if cnr_fig is not None:
+        if cnr_fig is not None and cnr_fig.is_file():
             lines += [f"![CNR]({cnr_fig.name})", ""]
-    if example_fig is not None:
+    if example_fig is not None and example_fig.is_file():
         lines += ["## Example perturbations", "", f"![examples]({example_fig.name})", ""]
     if len(errors):
         lines += ["## Skipped files", "", markdown_table(errors.head(20)), ""]

@@ -9,6 +9,13 @@ A run folder holds:
 - ``predictions.csv``: one row per (case, family, severity), appended and flushed per batch.
 - ``errors.csv``: files that were skipped, the stage (scan / load / input / roi) and why.
 - ``cnr.csv``: ROI contrast-to-noise ratios when ROI masks are given.
+- ``inputs.csv``: per-case statistics of the clean model input (for the domain-shift check).
+
+Each prediction row holds p(positive) **and** the decision margin (log-odds of the positive class
+against its strongest competitor, :meth:`~medrobust.models.LoadedModel.decision_margin`), so a
+saturated model (p = 1.0 whatever the input) cannot hide how far its logits moved. A store written
+before the margin column existed reads back (``margin`` is NaN) but cannot be appended to: resuming
+it raises :class:`RunIdentityError` saying so (use ``overwrite`` or another folder).
 
 A process killed mid-write leaves at most a partial last line; :meth:`ResultsStore.open`
 cuts it off, and rows written twice (a batch re-run after a crash) are de-duplicated on read.
@@ -36,24 +43,98 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "ERROR_COLUMNS",
     "CNR_COLUMNS",
+    "INPUT_COLUMNS",
+    "LEGACY_PREDICTION_COLUMNS",
     "RunIdentityError",
+    "RunLock",
+    "RunLockedError",
     "ResultsStore",
     "format_float",
 ]
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("case_id", "family", "severity", "p_positive", "predicted_class", "label", "subgroup")
+PREDICTION_COLUMNS = ("case_id", "family", "severity", "p_positive", "margin", "predicted_class", "label", "subgroup")
+#: the prediction columns of stores written before the margin was recorded (engine version 1)
+LEGACY_PREDICTION_COLUMNS = ("case_id", "family", "severity", "p_positive", "predicted_class", "label", "subgroup")
 ERROR_COLUMNS = ("file", "stage", "reason")
 CNR_COLUMNS = ("case_id", "family", "severity", "cnr", "roi_pixels", "subgroup")
+INPUT_COLUMNS = ("case_id", "mean", "std", "background_fraction", "foreground_mean")
 
 #: files this store (and the report) writes; ``overwrite`` removes only these
-_OUTPUT_FILES = ("manifest.json", "predictions.csv", "errors.csv", "cnr.csv", "summary.csv", "summary.json", "report.md")
+_OUTPUT_FILES = (
+    "manifest.json", "predictions.csv", "errors.csv", "cnr.csv", "inputs.csv", "summary.csv", "summary.json", "report.md"
+)
 _OUTPUT_GLOBS = ("curves_*.png", "examples*.png")
 
 
 class RunIdentityError(ValueError):
     """The run folder holds a run with different settings."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``filelock``: ``fcntl`` on POSIX, ``msvcrt`` on Windows).
+
+    The holder's pid, host and start time are written beside the lock (``.lock.holder.json``) so a
+    second run can say who holds it. The OS releases the lock when the holder dies (kill -9
+    included), so a stale holder file never blocks a new run.
+
+    Args:
+        out: the run folder.
+        wait: block until the lock is free instead of failing.
+    """
+
+    def __init__(self, out: str | Path, *, wait: bool = False) -> None:
+        from filelock import FileLock
+
+        self.out = Path(out)
+        self.wait = bool(wait)
+        self._lock = FileLock(str(self.out / ".lock"))
+        self._holder = self.out / ".lock.holder.json"
+
+    def holder(self) -> str:
+        """The holder, as text (``pid 123 on host h since 2024-...``), or ``unknown``."""
+        try:
+            h = json.loads(self._holder.read_text())
+            return f"pid {h['pid']} on host {h['host']} since {h['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "unknown (no holder record)"
+
+    def acquire(self) -> None:
+        from filelock import Timeout
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            if not self.wait:
+                raise RunLockedError(
+                    f"run folder {self.out} is in use by another medrobust run ({self.holder()}); wait for it to "
+                    "finish, run again with --wait, or choose another --out."
+                ) from None
+            logger.warning("run folder %s is in use (%s); waiting for it", self.out, self.holder())
+            self._lock.acquire()
+        import platform
+
+        tmp = self._holder.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(), "started": _now()}))
+        os.replace(tmp, self._holder)
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._holder.unlink(missing_ok=True)
+            self._lock.release()
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def format_float(value: float) -> str:
@@ -93,9 +174,10 @@ def _repair_tail(path: Path) -> int:
 class _CsvAppender:
     """A CSV file opened for appending, header written once, flushed after every write."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+    def __init__(self, path: Path, columns: tuple[str, ...], legacy: tuple[tuple[str, ...], ...] = ()) -> None:
         self.path = path
         self.columns = columns
+        self.legacy = legacy
         self._file: IO[str] | None = None
         self._writer: Any = None
 
@@ -109,6 +191,12 @@ class _CsvAppender:
         if not new:
             with open(self.path, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), [])
+            if tuple(header) in self.legacy:
+                raise RunIdentityError(
+                    f"{self.path} was written by an older medrobust (columns {header}, without "
+                    f"{sorted(set(self.columns) - set(header))}); it can be read but not resumed. Use another "
+                    "--out folder, or --overwrite to recompute it."
+                )
             if tuple(header) != self.columns:
                 raise RunIdentityError(f"{self.path}: unexpected columns {header}, expected {list(self.columns)}.")
         self._file = open(self.path, "a", newline="", encoding="utf-8")
@@ -131,7 +219,12 @@ class _CsvAppender:
             _repair_tail(self.path)
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return pd.DataFrame(columns=list(self.columns))
-        return pd.read_csv(self.path, dtype={"case_id": str, "subgroup": str, "file": str}, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(self.path, dtype={"case_id": str, "subgroup": str, "file": str}, keep_default_na=False, na_values=[""])
+        if tuple(df.columns) in self.legacy:  # an older store: the missing columns read as NaN
+            df = df.reindex(columns=list(self.columns))
+        elif tuple(df.columns) != self.columns:
+            raise RunIdentityError(f"{self.path}: unexpected columns {list(df.columns)}, expected {list(self.columns)}.")
+        return df
 
     def close(self) -> None:
         if self._file is not None:
@@ -149,9 +242,10 @@ class ResultsStore:
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
         self.manifest_path = self.out / "manifest.json"
-        self.predictions = _CsvAppender(self.out / "predictions.csv", PREDICTION_COLUMNS)
+        self.predictions = _CsvAppender(self.out / "predictions.csv", PREDICTION_COLUMNS, (LEGACY_PREDICTION_COLUMNS,))
         self.errors = _CsvAppender(self.out / "errors.csv", ERROR_COLUMNS)
         self.cnr = _CsvAppender(self.out / "cnr.csv", CNR_COLUMNS)
+        self.inputs = _CsvAppender(self.out / "inputs.csv", INPUT_COLUMNS)
         self.manifest: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -172,6 +266,12 @@ class ResultsStore:
             except json.JSONDecodeError as e:
                 raise RunIdentityError(f"{self.manifest_path} is not valid JSON ({e}); use overwrite to start again.") from e
             before = old.get("identity", {})
+            if before.get("engine_version") != identity.get("engine_version") and "engine_version" in identity:
+                raise RunIdentityError(
+                    f"{self.out} holds a run of an older medrobust sensitivity engine (version "
+                    f"{before.get('engine_version')!r}, this one is {identity['engine_version']!r}: its numbers and "
+                    "columns differ). Use another --out folder, or --overwrite to recompute it."
+                )
             if before != identity:
                 keys = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
                 details = "; ".join(f"{k}: {before.get(k)!r} -> {identity.get(k)!r}" for k in keys[:6])
@@ -214,7 +314,7 @@ class ResultsStore:
         self.close()
 
     def close(self) -> None:
-        for a in (self.predictions, self.errors, self.cnr):
+        for a in (self.predictions, self.errors, self.cnr, self.inputs):
             a.close()
 
     # -- reading -----------------------------------------------------------------------------
@@ -240,6 +340,10 @@ class ResultsStore:
         df = self.cnr.read()
         return df.drop_duplicates(subset=["case_id", "family", "severity"], keep="last").reset_index(drop=True)
 
+    def read_inputs(self) -> pd.DataFrame:
+        """Per-case clean input statistics (one row per case, the last written wins)."""
+        return self.inputs.read().drop_duplicates(subset=["case_id"], keep="last").reset_index(drop=True)
+
     # -- writing -----------------------------------------------------------------------------
     def add_predictions(self, rows: Iterable[Mapping[str, Any]]) -> int:
         return self.predictions.write(rows)
@@ -249,6 +353,9 @@ class ResultsStore:
 
     def add_cnr(self, rows: Iterable[Mapping[str, Any]]) -> int:
         return self.cnr.write(rows)
+
+    def add_inputs(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.inputs.write(rows)
 
 
 def _now() -> str:
