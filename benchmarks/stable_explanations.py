@@ -59,11 +59,10 @@ def _data():
 
 
 def _network() -> nn.Module:
-    from monai.bundle import ConfigParser
+    """The lesion bundle's network (fresh initialisation, train mode)."""
+    from medrobust.models.bundle import load_bundle_network
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / "lesion_classification" / "configs" / "train.json"))
-    return parser.get_parsed_content("network_def")
+    return load_bundle_network(REPO / "bundles" / "lesion_classification", config_files=("train",), weights=None).train()
 
 
 def make_step(method: str, args: argparse.Namespace, seed: int):

@@ -54,12 +54,10 @@ logger = logging.getLogger("benchmarks.streaming")
 
 def encoder() -> nn.Module:
     """The lesion bundle's network up to its global pooling + flatten (64-d features)."""
-    from monai.bundle import ConfigParser
+    from medrobust.models.bundle import load_bundle_network
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / "lesion_classification" / "configs" / "train.json"))
-    net = parser.get_parsed_content("network_def")
-    return nn.Sequential(*list(net.children())[:-2])
+    net = load_bundle_network(REPO / "bundles" / "lesion_classification", config_files=("train",), weights=None)
+    return nn.Sequential(*list(net.children())[:-2]).train()
 
 
 def _features(enc: nn.Module, x: torch.Tensor) -> np.ndarray:

@@ -110,6 +110,15 @@ class _StableExplanationStep(AdversarialTrainingStep):
         with eval_mode(net, self.ig_eval_mode):
             return ig_l1(forward, x, adv.detach(), y, self.objective.loss, steps=self.ig_steps, create_graph=True).mean()
 
+    def training_loss(self, forward: Forward, x: torch.Tensor, adv: torch.Tensor, y: torch.Tensor,
+                      loss_fn: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+        """IG-NORM: ``loss(f(x)) + w * IG term``; IG-SUM-NORM: ``loss(f(x*)) + w * IG term``."""
+        pred = forward(adv if self._loss_in_attack else x)
+        base = loss_fn(pred, y)
+        reg = self.ig_term(forward, x, adv, y)
+        self.last_terms = {"loss": float(base.detach()), "ig_norm": float(reg.detach())}
+        return base + self.weight * reg, pred
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(eps={self.eps:.6g}, weight={self.weight:g}, steps={self.steps}, "
                 f"ig_steps={self.ig_steps}, attack_ig_steps={self.attack_ig_steps})")
@@ -137,14 +146,6 @@ class IGNorm(_StableExplanationStep):
     def __init__(self, *, eps: float, lam: float = 1.0, **kwargs: Any) -> None:
         super().__init__(eps=eps, weight=lam, **kwargs)
 
-    def training_loss(self, forward: Forward, x: torch.Tensor, adv: torch.Tensor, y: torch.Tensor,
-                      loss_fn: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = forward(x)
-        nat = loss_fn(pred, y)
-        reg = self.ig_term(forward, x, adv, y)
-        self.last_terms = {"loss": float(nat.detach()), "ig_norm": float(reg.detach())}
-        return nat + self.weight * reg, pred
-
 
 class IGSumNorm(_StableExplanationStep):
     """IG-SUM-NORM: ``loss(f(x*), y) + beta * ||IG(x -> x*)||_1`` at ``x* = argmax [l(x') + beta ||IG(x -> x')||_1]``.
@@ -160,11 +161,3 @@ class IGSumNorm(_StableExplanationStep):
 
     def __init__(self, *, eps: float, beta: float = 0.1, **kwargs: Any) -> None:
         super().__init__(eps=eps, weight=beta, **kwargs)
-
-    def training_loss(self, forward: Forward, x: torch.Tensor, adv: torch.Tensor, y: torch.Tensor,
-                      loss_fn: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = forward(adv)
-        adv_loss = loss_fn(pred, y)
-        reg = self.ig_term(forward, x, adv, y)
-        self.last_terms = {"loss": float(adv_loss.detach()), "ig_norm": float(reg.detach())}
-        return adv_loss + self.weight * reg, pred
