@@ -9,7 +9,7 @@ meant to save). Median of ``--repeats`` timings; one CPU thread.
 
 Run from the repository root::
 
-    nice -n 10 python -m benchmarks.bandlimited --repeats 7 --out docs/benchmarks/bandlimited.md
+    nice -n 10 python benchmarks/bandlimited.py --repeats 7 --out docs/benchmarks/bandlimited.md
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     rows = run(args.repeats)
-    cmd = "nice -n 10 python -m benchmarks.bandlimited " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "nice -n 10 python benchmarks/bandlimited.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(rows, args.repeats, cmd.strip())
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
