@@ -11,7 +11,9 @@ and Opacus' epsilon at delta 1e-5 for the private rows.
 Writes one CSV row per (method, seed) to ``--out`` and skips rows already there (resume), then
 prints the markdown table (mean +- sd over seeds).
 
-    python benchmarks/noise_defenses.py --out runs/noise_defenses --seeds 0 1 2
+    python benchmarks/noise_defenses.py --out runs/noise_defenses --seeds 0 1 2 --epochs 6 --head_epochs 6 \
+        --dp_epochs 6 --eot 10 --predict_samples 4 --queries 100
+    python benchmarks/noise_defenses.py --out runs/noise_defenses --table_only
 """
 
 from __future__ import annotations
@@ -144,7 +146,11 @@ def main() -> None:
     p.add_argument("--eot", type=int, default=16)
     p.add_argument("--predict_samples", type=int, default=8)
     p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--table_only", action="store_true", help="print the table of --out and exit")
     args = p.parse_args()
+    if args.table_only:
+        table(args.out / "noise_defenses.csv")
+        return
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
