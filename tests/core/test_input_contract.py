@@ -267,12 +267,8 @@ def test_defense_in_trainer_still_attacks_in_train_mode_when_asked(case):
 
 
 def test_attacks_do_not_import_metrics():
-    """Module-level imports: core.metrics may use core.attacks, never the reverse (issue 16).
-
-    ``fnaf.py`` (FNAF, added after the issue) imports ``core.metrics.reconstruction``; it is listed
-    here so the rule holds for everything else; the list fails once it no longer does."""
+    """Module-level imports: core.metrics may use core.attacks, never the reverse (issue 16)."""
     root = Path(__file__).resolve().parents[2] / "medrobust" / "core" / "attacks"
-    known = {"fnaf.py"}
     offenders = set()
     for path in root.glob("*.py"):
         for node in ast.parse(path.read_text()).body:
@@ -280,8 +276,7 @@ def test_attacks_do_not_import_metrics():
                      else [a.name for a in node.names] if isinstance(node, ast.Import) else [])  # fmt: skip
             if any(n.startswith("medrobust.core.metrics") for n in names):
                 offenders.add(path.name)
-    assert offenders - known == set()
-    assert known <= offenders, f"{sorted(known - offenders)} no longer import core.metrics: drop them from known"
+    assert offenders == set()
     fisher = ast.parse((root.parent / "fisher.py").read_text())
     assert not any(isinstance(n, ast.ImportFrom) and (n.module or "").startswith(("medrobust.core.attacks",
                    "medrobust.core.metrics")) for n in fisher.body)  # fmt: skip

@@ -14,7 +14,7 @@ A task loss plus a search:
 - search: random restarts (each draws a new blob, position and intensities; per sample the worst
   is kept: evaluation keeps the worst of 11) and, optionally, finite-difference moves of the kept
   blob (shift it by ``move_step`` pixels along each axis, keep the shift that raises the loss);
-- a feature is a **false negative** when its masked NMSE (``core.metrics.reconstruction.masked_nmse``
+- a feature is a **false negative** when its masked NMSE (:func:`fnaf_loss` with ``kind='nmse'``
   on feature + halo) is ``>= 0.001``.
 
 The core stays independent of any MRI code: the acquisition is a callable argument. With a
@@ -58,7 +58,6 @@ from medrobust.core.attacks.base import (
     per_sample_generators,
 )
 from medrobust.core.attacks.gradient import pgd
-from medrobust.core.metrics.reconstruction import masked_nmse
 from medrobust.core.validation import check_batch
 
 __all__ = [
@@ -255,10 +254,11 @@ def draw_features(
 
 def false_negatives(recon: torch.Tensor, target: torch.Tensor, region: torch.Tensor, *,
                     threshold: float = FN_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample masked NMSE on ``region`` (feature + halo) with
-    :func:`medrobust.core.metrics.reconstruction.masked_nmse`, and whether it is ``>= threshold``."""
-    vals = torch.tensor([masked_nmse(target[i], recon[i], torch.broadcast_to(region[i], target[i].shape))
-                         for i in range(recon.shape[0])], dtype=torch.float64)
+    """Per-sample masked NMSE on ``region`` (feature + halo), computed in float64 with
+    :func:`fnaf_loss` (the same measure as :func:`medrobust.core.metrics.reconstruction.masked_nmse`,
+    which is defined through it), and whether it is ``>= threshold``."""
+    with torch.no_grad():
+        vals = fnaf_loss(recon.detach().double(), target.detach().double(), region.detach().double(), kind="nmse")
     return vals, vals >= threshold
 
 

@@ -140,10 +140,12 @@ def masked_nmse(gt: ArrayLike, pred: ArrayLike, mask: ArrayLike) -> float:
         m = torch.broadcast_to(m, g.shape)
     except RuntimeError:
         raise ValueError(f"mask of shape {tuple(m.shape)} does not broadcast to gt {tuple(g.shape)}.") from None
-    den = float(((m * g) ** 2).sum())
-    if den == 0.0:
+    if float(((m * g) ** 2).sum()) == 0.0:
         raise ValueError("masked_nmse: gt is zero everywhere inside the mask (or the mask is empty).")
-    return float(((m * (g - p)) ** 2).sum()) / den
+    # one definition of the measure: the FNAF attack's loss (metrics may use attacks, not the reverse)
+    from medrobust.core.attacks.fnaf import fnaf_loss
+
+    return float(fnaf_loss(p[None], g[None], m[None], kind="nmse")[0])
 
 
 def reconstruction_metrics(gt: ArrayLike, pred: ArrayLike) -> dict[str, float]:
