@@ -21,4 +21,5 @@ SUBCOMMANDS: dict[str, str] = {
     "metrics": "medrobust.commands.metrics",
     "simulate": "medrobust.commands.simulate",
     "lr-sweep": "medrobust.commands.lr_sweep",
+    "card": "medrobust.commands.card",
 }

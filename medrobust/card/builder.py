@@ -1,0 +1,285 @@
+"""``make_card``: measure a classifier on a dataset and write ``card.html`` + ``card.json``.
+
+The card assembles the library's measures (see :mod:`.sections`) on the user's data and states,
+next to every figure, how many cases it rests on, its 95 % interval and the budget it was
+measured with. Budgets (:class:`CardBudget`) default to minutes on a CPU for the shipped bundles;
+raise them for a publication-grade card. The natural-perturbation part is a
+``medrobust sensitivity`` run (:func:`medrobust.sensitivity.run_sensitivity`) in
+``out/sensitivity``, so it resumes like one.
+
+Example:
+    >>> make_card("bundles/lesion_classification", "data/", "runs/card", labels="data/labels.csv")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medrobust.card import render, sections
+from medrobust.card.dataset import CardData, load_card_data
+
+__all__ = ["CardBudget", "CardResult", "make_card", "data_fingerprint", "versions", "headline"]
+
+logger = logging.getLogger(__name__)
+
+_PACKAGES = ("medrobust", "torch", "monai", "numpy", "scipy", "matplotlib", "pandas", "torchio", "pyautoattack", "mlflow")
+
+
+@dataclass(frozen=True)
+class CardBudget:
+    """What the card spends; defaults finish in minutes on a CPU for the shipped bundles.
+
+    Attributes:
+        max_cases: labelled cases for the clean figures (``None``: all).
+        attack_cases: cases attacked (the first ones in case-id order).
+        eps: L-inf radii of the robustness curve, in ``[0, 1]`` input units.
+        pgd_steps: PGD steps: the first with one start, the others with ``restarts``.
+        restarts: PGD restarts; square_queries: Square attack queries.
+        autoattack: ``"fast"``, ``"standard"`` or ``"off"``; autoattack_iterations: APGD iterations (fast).
+        prob_cases, prob_eps, prob_delta, prob_attack_steps: the (eps, delta) estimate (cases,
+            statistical accuracy/confidence, PGD steps of the safety check); its radius is the
+            middle of ``eps``.
+        intrinsic_steps: PGD steps of the intrinsic-robustness search (radius: middle of ``eps``).
+        nmutant_cases, nmutant_mutants: cases and SPRT budget of the nMutant detector.
+        families, severities: the sensitivity sweep (``None``: its defaults); ``sensitivity=False`` skips it.
+        n_boot: bootstrap resamples.
+    """
+
+    max_cases: int | None = None
+    attack_cases: int = 64
+    eps: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255)
+    pgd_steps: tuple[int, ...] = (10, 20)
+    restarts: int = 2
+    square_queries: int = 300
+    autoattack: str = "fast"
+    autoattack_iterations: int = 20
+    prob_cases: int = 8
+    prob_eps: float = 0.1
+    prob_delta: float = 0.1
+    prob_attack_steps: int = 5
+    intrinsic_steps: int = 10
+    nmutant_cases: int = 32
+    nmutant_mutants: int = 50
+    sensitivity: bool = True
+    families: tuple[str, ...] | None = None
+    severities: Any = None
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.eps or any(not 0 < e <= 1 for e in self.eps):
+            raise ValueError(f"CardBudget eps should be radii in (0, 1], got {self.eps}.")
+        if not self.pgd_steps or any(int(s) < 1 for s in self.pgd_steps):
+            raise ValueError(f"CardBudget pgd_steps should be >= 1, got {self.pgd_steps}.")
+        if self.autoattack not in ("fast", "standard", "off"):
+            raise ValueError(f"CardBudget autoattack should be 'fast', 'standard' or 'off', got {self.autoattack!r}.")
+        for name in ("attack_cases", "restarts", "square_queries", "prob_cases", "nmutant_cases", "nmutant_mutants"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"CardBudget {name} should be >= 1, got {getattr(self, name)}.")
+
+
+@dataclass
+class CardResult:
+    """Paths and contents of a written card."""
+
+    out: Path
+    html: Path
+    json: Path
+    card: dict = field(default_factory=dict)
+    metadata: Path | None = None
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages the card's numbers depend on (``"not installed"`` when absent)."""
+    out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def data_fingerprint(root: str | Path, files: Sequence[str]) -> str:
+    """SHA-256 over ``(relative path, file SHA-256)`` of the evaluated files, in order."""
+    from medrobust.models import file_sha256
+
+    h = hashlib.sha256()
+    for rel in files:
+        h.update(rel.encode())
+        h.update(file_sha256(Path(root) / rel).encode())
+    return h.hexdigest()
+
+
+def _sensitivity(loaded: Any, data: Path, labels: Path | None, out: Path, budget: CardBudget, seed: int,
+                 cases: Sequence[str], progress: bool) -> dict[str, Any]:  # fmt: skip
+    from medrobust.sensitivity import run_sensitivity
+
+    res = run_sensitivity(loaded, data, out, labels=labels, families=budget.families, severities=budget.severities,
+                          seed=seed, progress=progress, examples=False, cases=cases, roi_masks=None)  # fmt: skip
+    summ = res.summary[res.summary["subgroup"] == "all"] if "subgroup" in res.summary else res.summary
+    keep = ["severity", "n", "accuracy", "accuracy_lo", "accuracy_hi", "flip_rate", "flip_rate_lo", "flip_rate_hi",
+            "auc", "auc_lo", "auc_hi", "mean_abs_delta_p"]  # fmt: skip
+    fams: dict[str, list[dict]] = {}
+    for fam, grp in summ.groupby("family", sort=False):
+        rows = []
+        for _, r in grp.sort_values("severity").iterrows():
+            rows.append({k: (None if k not in r or r[k] != r[k] else (float(r[k]) if k != "n" else int(r[k]))) for k in keep})
+        fams[str(fam)] = rows
+    return {"folder": "sensitivity", "report": "sensitivity/report.md" if res.report else None,
+            "n_cases": int(res.predictions["case_id"].nunique()), "families": fams,
+            "findings": [getattr(f, "message", str(f)) for f in res.findings]}  # fmt: skip
+
+
+def headline(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The few figures a zoo entry carries (the bundle metadata's ``robustness`` block)."""
+    clean = card["clean"]
+    out: dict[str, Any] = {
+        "n_cases": clean["n"],
+        "clean_accuracy": clean["accuracy"]["value"], "clean_accuracy_ci95": [clean["accuracy"]["lo"], clean["accuracy"]["hi"]],
+        "clean_auc": clean["auc"]["value"], "ece": clean["ece"]["value"],
+    }  # fmt: skip
+    adv = card.get("adversarial")
+    if adv:
+        out["robust_accuracy_worst_case"] = {f"eps_{r['eps'] * 255:g}_255": r["worst_case"]["value"] for r in adv["rows"]}
+        out["gradient_masking_flagged"] = adv["gradient_masking"]
+    aa = card.get("autoattack")
+    if aa and not aa.get("skipped"):
+        out["autoattack_accuracy"] = {f"eps_{r['eps'] * 255:g}_255": r["accuracy"]["value"] for r in aa["rows"]}
+        out["autoattack_version"] = aa["version"]
+    pr = card.get("probabilistic")
+    if pr:
+        out["p_safe_upper_bound_mean"] = pr["mean_p_safe"]
+    if card.get("intrinsic"):
+        out["intrinsic_robustness"] = card["intrinsic"]["score"]["value"]
+    nm = card.get("nmutant")
+    if nm and not nm.get("skipped"):
+        out["nmutant_detection_rate"] = nm["detection_rate"]["value"]
+        out["nmutant_false_positive_rate"] = nm["false_positive_rate"]["value"]
+    return out
+
+
+def make_card(
+    model: str | Path | torch.nn.Module,
+    data: str | Path,
+    out: str | Path,
+    *,
+    labels: str | Path | None = None,
+    budget: CardBudget | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    input_size: Sequence[int] | None = None,
+    network_config: str | Path | None = None,
+    write_metadata: bool = False,
+    meta_schema: str | Path | None = None,
+    progress: bool = True,
+    cases: Sequence[str] | None = None,
+) -> CardResult:
+    """Measure ``model`` on ``data`` and write ``out/card.html`` and ``out/card.json``.
+
+    Args:
+        model: bundle folder, TorchScript file, state dict (with ``network_config``) or ``nn.Module``
+            (with ``input_size``): anything :func:`medrobust.models.load_model` takes.
+        data: dataset folder; labels: labels CSV (needed: the card is about labelled performance).
+        out: output folder (``card.html``, ``card.json``, ``sensitivity/``).
+        budget: :class:`CardBudget` (default: CPU minutes).
+        seed: base seed of every random choice (attacks, bootstrap, posterior draws, mutants).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``.
+        write_metadata: when ``model`` is a bundle, write the headline into its
+            ``configs/metadata.json`` as a ``robustness`` block (validated with ``meta_schema``
+            when given).
+        cases: only these case ids (a shard); ``None``: all.
+
+    Returns:
+        :class:`CardResult`.
+
+    Raises:
+        FileNotFoundError, ValueError: missing or unusable model, data or labels.
+    """
+    from medrobust.models import file_sha256, load_model
+
+    budget = budget or CardBudget()
+    t0 = time.perf_counter()
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available() else
+                       ("cpu" if str(device) == "auto" else device))  # fmt: skip
+    loaded = load_model(model, network_config=network_config, input_size=input_size, device=dev)
+    net = loaded.network
+    data_root = Path(data).expanduser().resolve()
+    exclude = (out.resolve().relative_to(data_root).parts[0],) if data_root in out.resolve().parents else ()
+    ds: CardData = load_card_data(data_root, spatial_shape=loaded.spatial_shape, in_channels=loaded.in_channels,
+                                  labels=labels, exclude=exclude, cases=cases, max_cases=budget.max_cases)  # fmt: skip
+    x, y = ds.x.to(dev), ds.y.to(dev)
+    logger.info("card: %d labelled cases (%d unlabelled, %d skipped)", len(ds.case_ids), len(ds.unlabelled), len(ds.skipped))
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *a, **k):
+        t = time.perf_counter()
+        v = fn(*a, **k)
+        timings[name] = round(time.perf_counter() - t, 3)
+        logger.info("card: %s done in %.1f s", name, timings[name])
+        return v
+
+    eps_mid = float(sorted(budget.eps)[len(budget.eps) // 2])
+    na = min(budget.attack_cases, x.shape[0])
+    card: dict[str, Any] = {
+        "card_version": 1,
+        "task": {"type": "classification", "model": loaded.name, "source": loaded.source,
+                 "input_shape": [loaded.in_channels, *loaded.spatial_shape],
+                 "task": (loaded.metadata or {}).get("task"), "intended_use": (loaded.metadata or {}).get("intended_use")},
+        "provenance": {
+            "model_sha256": loaded.sha256, "data_sha256": data_fingerprint(data_root, ds.files),
+            "labels_sha256": file_sha256(Path(labels)) if labels is not None else None,
+            "n_files": len(ds.files), "unlabelled": len(ds.unlabelled), "skipped": [list(s) for s in ds.skipped],
+            "seed": int(seed), "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(budget).items()},
+            "versions": versions(), "device": str(dev),
+        },
+    }  # fmt: skip
+    card["clean"] = timed("clean", sections.clean_section, net, x, y, n_boot=budget.n_boot, seed=seed)
+    if budget.sensitivity:
+        card["sensitivity"] = timed("sensitivity", _sensitivity, loaded, data_root, Path(labels) if labels else None,
+                                    out / "sensitivity", budget, seed, ds.case_ids, progress)  # fmt: skip
+    xa, ya = x[:na], y[:na]
+    card["adversarial"] = timed("adversarial", sections.adversarial_section, net, xa, ya, eps=budget.eps,
+                                steps=budget.pgd_steps, restarts=budget.restarts, queries=budget.square_queries, seed=seed)  # fmt: skip
+    if budget.autoattack != "off":
+        card["autoattack"] = timed("autoattack", sections.autoattack_section, net, xa, ya, eps=budget.eps,
+                                   version=budget.autoattack, iterations=budget.autoattack_iterations, seed=seed)  # fmt: skip
+    else:
+        card["autoattack"] = {"skipped": True, "reason": "turned off (--autoattack off)", "rows": []}
+    card["probabilistic"] = timed("probabilistic", sections.probabilistic_section, net, x[:budget.prob_cases],
+                                  input_eps=eps_mid, eps=budget.prob_eps, delta=budget.prob_delta,
+                                  attack_steps=budget.prob_attack_steps, seed=seed)  # fmt: skip
+    card["intrinsic"] = timed("intrinsic", sections.intrinsic_section, net, xa, eps=eps_mid,
+                              steps=budget.intrinsic_steps, n_boot=budget.n_boot, seed=seed)  # fmt: skip
+    nn_ = min(budget.nmutant_cases, x.shape[0])
+    card["nmutant"] = timed("nmutant", sections.nmutant_section, net, x[:nn_], y[:nn_], eps=eps_mid,
+                            attack_steps=int(budget.pgd_steps[0]), max_mutants=budget.nmutant_mutants, seed=seed)  # fmt: skip
+    card["headline"] = headline(card)
+    card["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
+    json_path = out / "card.json"
+    json_path.write_text(json.dumps(card, indent=2, allow_nan=False))
+    html_path = out / "card.html"
+    from medrobust.card.page import card_page
+
+    html_path.write_text(render.render_html(card_page(card)), encoding="utf-8")
+    meta_path = None
+    if write_metadata:
+        from medrobust.card.metadata import write_robustness_metadata
+
+        if loaded.source != "bundle":
+            raise ValueError(f"write_metadata: the model is a {loaded.source}, not a bundle; nothing to write into.")
+        meta_path = write_robustness_metadata(Path(model), card, schema=meta_schema)
+    logger.info("card: %s (%.1f s)", html_path, card["timings_s"]["total"])
+    return CardResult(out, html_path, json_path, card, meta_path)

@@ -1,0 +1,223 @@
+"""Sharding long jobs across torchrun processes: each rank sweeps a deterministic share of the cases
+into its own store, rank 0 merges them into the run folder.
+
+``torchrun --nproc_per_node N medrobust sensitivity ...`` (or multi-node torchrun) runs the
+unchanged command in N processes; torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``
+environment selects the shard (:func:`dist_context`). Cases are sorted by id and dealt round-robin
+(:func:`shard_cases`): the shard of a case depends only on the case set and the world size.
+Rank ``r`` writes ``OUT/shards/rank-r-of-N`` (a complete, resumable sensitivity store of its
+cases); a killed rank started again resumes its shard. When every rank is done
+(``torch.distributed`` barrier over gloo on CPU, nccl on GPU: :func:`backend_for`), rank 0
+copies the shards' rows into ``OUT`` under the identity a single-process run would have and
+runs the sweep there: nothing is left to compute, so summary, plots and report are written
+from exactly the predictions a single process would have made (every prediction is a function of
+its case, family, severity and seed only).
+
+Example:
+    >>> shard_cases(["c", "a", "d", "b", "e"], rank=1, world_size=2)
+    ['b', 'd']
+    >>> backend_for("cpu"), backend_for("cuda:0")
+    ('gloo', 'nccl')
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DistContext", "dist_context", "backend_for", "shard_cases", "shard_dir", "run_sensitivity_distributed",
+           "merge_shards"]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a torchrun job (``world_size == 1``: not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+
+def dist_context() -> DistContext:
+    """Rank, world size and local rank from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+
+    Raises:
+        ValueError: inconsistent values (rank outside ``[0, world_size)``).
+    """
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as e:
+        raise ValueError(f"torchrun environment: RANK/WORLD_SIZE/LOCAL_RANK should be integers ({e}).") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"torchrun environment: RANK={rank} should be in [0, WORLD_SIZE={world}).")
+    return DistContext(rank, world, local)
+
+
+def backend_for(device: Any) -> str:
+    """``"nccl"`` for CUDA devices, ``"gloo"`` otherwise (CPU)."""
+    return "nccl" if str(device).startswith("cuda") else "gloo"
+
+
+def shard_cases(case_ids: Iterable[str], *, rank: int, world_size: int) -> list[str]:
+    """Rank ``rank``'s share: the sorted, de-duplicated ids dealt round-robin over ``world_size`` ranks."""
+    ids = sorted({str(c) for c in case_ids})
+    return ids[rank::world_size]
+
+
+def shard_dir(out: str | Path, rank: int, world_size: int) -> Path:
+    """``OUT/shards/rank-<r>-of-<N>``: where a rank keeps its own store."""
+    return Path(out) / "shards" / f"rank-{rank:03d}-of-{world_size:03d}"
+
+
+def _case_ids(data: str | Path, out: str | Path) -> list[str]:
+    from medrobust.data import DEFAULT_EXCLUDE, scan_dataset
+
+    root, o = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+    exclude = DEFAULT_EXCLUDE
+    if o != root and root in o.parents:  # the engine's rule: never read the run folder back as data
+        exclude = (*DEFAULT_EXCLUDE, o.relative_to(root).parts[0])
+    items, _ = scan_dataset(root, exclude=exclude)
+    return [it.case_id for it in items]
+
+
+def _device_for_rank(device: Any, ctx: DistContext) -> Any:
+    d = str(device)
+    if d in ("cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{ctx.local_rank % torch.cuda.device_count()}"
+        return "cpu" if d == "auto" else device
+    return device
+
+
+def _copy_rows(src: Path, name: str, add: Any, skip: set | None, key: Sequence[str]) -> int:
+    """Append the rows of ``src/name`` through ``add`` (as the stored text, so values are bit-identical)."""
+    path = src / name
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if skip is None or tuple(r[k] for k in key) not in skip]
+    if rows:
+        add(rows)
+    return len(rows)
+
+
+def merge_shards(out: str | Path, world_size: int) -> int:
+    """Copy every shard's rows into ``out`` under the single-process identity; returns rows copied.
+
+    Rows already in ``out`` (an earlier merge) are not copied again.
+
+    Raises:
+        ValueError: a shard is missing or incomplete, or the shards ran different settings.
+    """
+    from medrobust.sensitivity.store import ResultsStore
+
+    out = Path(out)
+    identities, manifests = [], []
+    for r in range(world_size):
+        mpath = shard_dir(out, r, world_size) / "manifest.json"
+        if not mpath.is_file():
+            raise ValueError(f"merge: shard {r} of {world_size} has no manifest ({mpath}); run that rank again.")
+        m = json.loads(mpath.read_text())
+        if m.get("status") != "complete":
+            raise ValueError(f"merge: shard {r} of {world_size} is not complete (status {m.get('status')!r}); run it again.")
+        manifests.append(m)
+        ident = dict(m["identity"])
+        ident.pop("cases", None)
+        identities.append(ident)
+    if any(i != identities[0] for i in identities[1:]):
+        raise ValueError("merge: the shards were run with different settings; run every rank with the same arguments.")
+    store = ResultsStore(out)
+    provenance = {k: v for k, v in manifests[0].items() if k not in ("identity", "status", "started_at", "finished_at",
+                                                                      "resumed_at", "n_predictions", "n_errors", "n_cases")}  # fmt: skip
+    provenance["distributed"] = {"world_size": world_size, "shards": str(Path("shards"))}
+    store.open(identities[0], provenance=provenance)
+    try:
+        done = {(c, f, float(s)) for c, f, s in store.done_keys()}
+        errs = store.recorded_errors()
+        cnr_done = set(map(tuple, store.read_cnr()[["case_id", "family", "severity"]].astype(str).values.tolist()))
+        inputs_done = set(store.read_inputs()["case_id"].astype(str))
+        n = 0
+        for r in range(world_size):
+            src = shard_dir(out, r, world_size)
+            with open(src / "predictions.csv", newline="", encoding="utf-8") as f:
+                rows = [row for row in csv.DictReader(f) if (row["case_id"], row["family"], float(row["severity"])) not in done]
+            if rows:
+                store.add_predictions(rows)
+                done |= {(row["case_id"], row["family"], float(row["severity"])) for row in rows}
+            n += len(rows)
+            n += _copy_rows(src, "errors.csv", store.add_errors, errs, ("file", "stage"))
+            errs = store.recorded_errors()
+            n += _copy_rows(src, "cnr.csv", store.add_cnr, cnr_done, ("case_id", "family", "severity"))
+            n += _copy_rows(src, "inputs.csv", store.add_inputs, {(c,) for c in inputs_done}, ("case_id",))
+    finally:
+        store.close()
+    return n
+
+
+def run_sensitivity_distributed(model: Any, data: str | Path, out: str | Path, **kwargs: Any) -> Any:
+    """:func:`medrobust.sensitivity.run_sensitivity`, sharded over the ranks of a torchrun job.
+
+    Every rank sweeps its shard (``cases=``) into :func:`shard_dir`; after a barrier rank 0 merges
+    (:func:`merge_shards`) and finishes the run in ``out`` (summary, report). Outside torchrun
+    (world size 1) this is ``run_sensitivity`` itself. Takes ``run_sensitivity``'s arguments
+    (``cases`` is set here, so it may not be given).
+
+    Returns:
+        Rank 0: the merged :class:`~medrobust.sensitivity.SensitivityResult`; other ranks: their shard's.
+    """
+    from medrobust.sensitivity import run_sensitivity
+
+    ctx = dist_context()
+    if ctx.world_size == 1:
+        return run_sensitivity(model, data, out, **kwargs)
+    if kwargs.get("cases") is not None:
+        raise ValueError("run_sensitivity_distributed chooses the cases of each rank; do not pass cases.")
+    import torch.distributed as dist
+
+    device = _device_for_rank(kwargs.pop("device", "cpu"), ctx)
+    own_group = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend_for(device), timeout=datetime.timedelta(days=7))
+        own_group = True
+    try:
+        shard = shard_cases(_case_ids(data, out), rank=ctx.rank, world_size=ctx.world_size)
+        logger.info("rank %d of %d: %d cases -> %s", ctx.rank, ctx.world_size, len(shard), shard_dir(out, ctx.rank, ctx.world_size))
+        result = None
+        error: BaseException | None = None
+        if shard:
+            try:
+                result = run_sensitivity(model, data, shard_dir(out, ctx.rank, ctx.world_size), cases=shard, report=False,
+                                         device=device, **{**kwargs, "progress": kwargs.get("progress", True) and ctx.rank == 0})  # fmt: skip
+            except BaseException as e:  # still reach the barrier, or the other ranks wait forever
+                error = e
+        flags = [None] * ctx.world_size
+        dist.all_gather_object(flags, None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        failed = [(r, f) for r, f in enumerate(flags) if f]
+        if failed:
+            raise RuntimeError(f"rank(s) {[r for r, _ in failed]} failed ({failed[0][1]}); run the job again to resume.")
+        if ctx.rank == 0:
+            n_shards = sum(1 for r in range(ctx.world_size) if (shard_dir(out, r, ctx.world_size) / "manifest.json").is_file())
+            if n_shards != ctx.world_size:
+                raise ValueError(f"only {n_shards} of {ctx.world_size} ranks had cases; use fewer processes than cases.")
+            merge_shards(out, ctx.world_size)
+            result = run_sensitivity(model, data, out, device=device, **kwargs)
+        dist.barrier()
+        return result
+    finally:
+        if own_group:
+            dist.destroy_process_group()

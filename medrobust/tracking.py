@@ -1,0 +1,174 @@
+"""Experiment tracking with MLflow: cards and sensitivity sweeps recorded as MLflow runs.
+
+By default a run is recorded in a local MLflow *file store* under the run folder
+(``OUT/mlruns``, no server, works offline); any tracking URI (``sqlite:///...``,
+``http://server:5000``) can be given instead. MLflow 3 keeps its file store in maintenance mode
+and refuses it unless ``MLFLOW_ALLOW_FILE_STORE=true``: for ``file:`` URIs this module sets that
+variable (only if it is unset) before creating the client. Bundle training is tracked by MONAI's
+own ``MLFlowHandler`` (the bundles' ``tracking`` switch, see ``docs/card.md``).
+
+All calls go through an explicit :class:`mlflow.MlflowClient`, so no global active run is
+started or left behind. ``mlflow`` is an optional dependency (``pip install medrobust[tracking]``);
+without it the default local tracking is skipped with a warning, and an explicit URI is an error.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> default_uri(d).startswith("file://") and default_uri(d).endswith("/mlruns")
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["default_uri", "tracking_client", "log_run", "log_card", "log_sensitivity"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_uri(out: str | Path) -> str:
+    """The local file-store URI under a run folder: ``file:///.../OUT/mlruns``."""
+    return (Path(out).expanduser().resolve() / "mlruns").as_uri()
+
+
+def tracking_client(uri: str) -> Any:
+    """An :class:`mlflow.MlflowClient` for ``uri`` (file stores allowed, see the module docstring).
+
+    Raises:
+        ImportError: mlflow is not installed (with the install command).
+    """
+    try:
+        from mlflow import MlflowClient
+    except ImportError as e:
+        raise ImportError(f"experiment tracking needs mlflow ({e}); pip install 'medrobust[tracking]'.") from None
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MlflowClient(tracking_uri=uri)
+
+
+def _clean_metrics(metrics: Iterable[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+    out = []
+    for key, value, step in metrics:
+        if value is None:
+            continue
+        v = float(value)
+        if math.isfinite(v):
+            out.append((key.replace("@", "_at_").replace("(", "").replace(")", ""), v, int(step)))
+    return out
+
+
+def log_run(
+    *,
+    experiment: str,
+    run_name: str,
+    uri: str,
+    params: Mapping[str, Any] = {},
+    metrics: Iterable[tuple[str, float, int]] = (),
+    artifacts: Iterable[str | Path] = (),
+    tags: Mapping[str, str] = {},
+) -> str:
+    """Record one finished run; returns its run id.
+
+    Args:
+        experiment: experiment name (created when missing).
+        run_name: the run's name.
+        uri: tracking URI.
+        params: parameters (values stringified, truncated to MLflow's 6000 characters).
+        metrics: ``(key, value, step)``; non-finite values are left out.
+        artifacts: files or folders to attach.
+        tags: extra tags.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = tracking_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={"mlflow.source.name": "medrobust", **dict(tags)})
+    rid = run.info.run_id
+    status = "FAILED"
+    try:
+        ps = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        ms = [Metric(k, v, 0, s) for k, v, s in _clean_metrics(metrics)]
+        for i in range(0, max(len(ps), len(ms), 1), 100):  # MLflow's batch limits
+            client.log_batch(rid, metrics=ms[i:i + 100], params=ps[i:i + 100], tags=[RunTag("medrobust.batch", str(i))])
+        for a in artifacts:
+            p = Path(a)
+            if p.is_dir():
+                client.log_artifacts(rid, str(p), artifact_path=p.name)
+            elif p.is_file():
+                client.log_artifact(rid, str(p))
+        status = "FINISHED"
+    finally:
+        client.set_terminated(rid, status=status)
+    logger.info("tracking: run %s recorded in %s (experiment %r)", rid, uri, experiment)
+    return rid
+
+
+def _resolve(out: Path, uri: str | None) -> str | None:
+    if uri is not None:
+        return uri
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        logger.warning("tracking: mlflow is not installed; the run is not recorded (pip install 'medrobust[tracking]').")
+        return None
+    return default_uri(out)
+
+
+def log_card(result: Any, *, uri: str | None = None, params: Mapping[str, Any] = {}) -> str | None:
+    """Record a :class:`~medrobust.card.CardResult`: settings, headline figures, robust accuracy per eps
+    (step = eps in 1/255) and the card files as artifacts. Returns the run id (None when skipped)."""
+    uri = _resolve(Path(result.out), uri)
+    if uri is None:
+        return None
+    card = result.card
+    metrics: list[tuple[str, float, int]] = []
+    for k, v in card["headline"].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            metrics.append((k, v, 0))
+    for r in card.get("adversarial", {}).get("rows", []):
+        step = round(r["eps"] * 255)
+        metrics += [(f"robust_accuracy/{name}", e["value"], step) for name, e in r["attacks"].items()]
+        metrics.append(("robust_accuracy/worst_case", r["worst_case"]["value"], step))
+    for r in card.get("autoattack", {}).get("rows", []):
+        metrics.append(("robust_accuracy/autoattack", r["accuracy"]["value"], round(r["eps"] * 255)))
+    metrics += _sensitivity_metrics(card.get("sensitivity", {}).get("families", {}))
+    return log_run(experiment="medrobust-card", run_name=f"card {card['task']['model']}", uri=uri,
+                   params={**params, "model_sha256": card["provenance"]["model_sha256"],
+                           "data_sha256": card["provenance"]["data_sha256"]},
+                   metrics=metrics, artifacts=[result.html, result.json])  # fmt: skip
+
+
+def _sensitivity_metrics(families: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[tuple[str, float, int]]:
+    out = []
+    for fam, rows in families.items():
+        for step, r in enumerate(rows):  # step = severity index (MLflow steps are integers); severity logged too
+            out.append((f"{fam}/severity", r.get("severity"), step))
+            for m in ("accuracy", "flip_rate", "auc", "mean_abs_delta_p"):
+                out.append((f"{fam}/{m}", r.get(m), step))
+    return out
+
+
+def log_sensitivity(result: Any, *, uri: str | None = None, params: Mapping[str, Any] = {}) -> str | None:
+    """Record a :class:`~medrobust.sensitivity.SensitivityResult`: settings, per family x severity metrics
+    (step = severity index) and ``report.md`` / ``summary.csv`` / plots as artifacts."""
+    out = Path(result.out)
+    uri = _resolve(out, uri)
+    if uri is None:
+        return None
+    s = result.summary
+    s = s[s["subgroup"] == "all"] if "subgroup" in s else s
+    fams: dict[str, list[dict]] = {}
+    for fam, grp in s.groupby("family", sort=False):
+        fams[str(fam)] = [dict(r) for _, r in grp.sort_values("severity").iterrows()]
+    artifacts = [p for p in (out / "report.md", out / "summary.csv", out / "summary.json") if p.is_file()]
+    artifacts += sorted(out.glob("*.png"))
+    return log_run(experiment="medrobust-sensitivity", run_name=f"sensitivity {out.name}", uri=uri, params=params,
+                   metrics=_sensitivity_metrics(fams) + [("n_cases", float(result.predictions["case_id"].nunique()), 0)],
+                   artifacts=artifacts)  # fmt: skip
