@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     from medrobust.sensitivity.engine import run_sensitivity
     from medrobust.sensitivity.store import RunLockedError
+    from medrobust.distributed import dist_context, run_sensitivity_distributed
 
+    if dist_context().world_size > 1:  # under torchrun: each rank sweeps its shard, rank 0 merges
+        run_sensitivity = run_sensitivity_distributed
     try:
         result = _run(args, out, severities, run_sensitivity)
     except RunLockedError as e:
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         "%d predictions (%d computed now) for %d cases; %d skipped files; report: %s",
         len(result.predictions), result.n_computed, result.predictions["case_id"].nunique(), len(result.errors), result.report,
     )
+    if (args.track or args.tracking_uri) and dist_context().rank == 0:
+        from medrobust.tracking import log_sensitivity
+
+        log_sensitivity(result, uri=args.tracking_uri, params={k: v for k, v in vars(args).items() if k != "func" and v is not None})
     return 0
 
 
@@ -111,7 +118,23 @@ def _run(args: argparse.Namespace, out, severities, run_sensitivity):
         examples=not args.no_examples,
         strict=args.strict,
         wait=args.wait,
+        output=args.output,
+        preprocessing=_preprocessing(args),
     )
+
+
+def _preprocessing(args: argparse.Namespace) -> dict | None:
+    """Command-line preprocessing overrides (None where not given: the bundle's declaration stays)."""
+    given = {
+        "intensity": args.intensity,
+        "window": args.window,
+        "value_range": args.value_range,
+        "percentiles": args.percentiles,
+        "mean": args.input_mean_std[0] if args.input_mean_std else None,
+        "std": args.input_mean_std[1] if args.input_mean_std else None,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    return given or None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -126,7 +149,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         parents=[common_parent()],
     )
     req = p.add_argument_group("required (unless --list-families)")
-    req.add_argument("--model", help="MONAI bundle dir | TorchScript file (.ts/.pt) | state dict (with --network-config)")
+    req.add_argument(
+        "--model",
+        help="MONAI bundle dir | TorchScript file (.ts/.pt) | state dict (with --network-config) | ONNX file (.onnx, "
+        "needs the deploy extra) | Python entry point package.module:factory (with --input-size)",
+    )
+    p.add_argument("--output", help="for a model with several outputs: index or key of the classifier logits")
+    p.add_argument("--intensity", choices=("minmax", "percentile", "window", "fixed"),
+                   help="image -> [0, 1] mapping (default: the bundle's declaration, else per-image min-max)")
+    p.add_argument("--window", type=float, nargs=2, metavar=("CENTRE", "WIDTH"), help="fixed intensity window (implies --intensity window)")
+    p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="fixed range for --intensity fixed")
+    p.add_argument("--percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="for --intensity percentile (default 0.5 99.5)")
+    p.add_argument("--input-mean-std", type=float, nargs=2, metavar=("MEAN", "STD"),
+                   help="standardise the model input (x - MEAN) / STD after resizing")
     p.add_argument("--network-config", help="JSON/YAML network config (_target_ or network_def) for a state dict")
     p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="model input spatial size, e.g. 256 256 (TorchScript)")
     p.add_argument("--in-channels", type=int, help="model input channels (default: bundle metadata or first conv)")
@@ -152,6 +187,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="exit non-zero when any label does not match an image or any file is skipped")
     p.add_argument("--wait", action="store_true", help="when another run is using --out, wait for it instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--track", action="store_true", help="record the run with MLflow (a file store OUT/mlruns unless --tracking-uri)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (implies --track)")
     p.add_argument("--no-examples", action="store_true", help="skip the example-perturbation figure")
     p.add_argument("--list-families", action="store_true", help="list the perturbation families and exit")
     p.set_defaults(func=run)

@@ -1,6 +1,6 @@
-"""Load a classifier from a MONAI bundle, a TorchScript file, or a state dict + network config.
+"""Load a classifier from a MONAI bundle, TorchScript, a state dict + network config, ONNX or a Python entry point.
 
-Three sources, one result (:class:`LoadedModel`: the network in eval mode, its input shape and
+Five sources, one result (:class:`LoadedModel`: the network in eval mode, its input shape and
 a probability function):
 
 (a) a MONAI bundle directory: ``configs/inference.json`` (or ``.yaml``) is parsed with
@@ -12,6 +12,13 @@ a probability function):
 (c) a state dict file plus a network config (JSON/YAML) whose root has a ``_target_`` (the
     network itself) or a ``network_def`` entry (optionally with ``spatial_shape`` and
     ``num_channels`` beside it).
+(d) an ONNX file (``.onnx``) run by ONNX Runtime (:mod:`medrobust.models.formats`; the
+    ``deploy`` extra), without gradients.
+(e) a Python entry point ``package.module:factory`` returning the ``nn.Module``.
+
+Networks with several outputs take ``output`` (an index or a key). The image -> ``[0, 1]`` mapping
+and any input standardisation are the model's :class:`~medrobust.models.preprocessing.InputPreprocessing`,
+declared in a bundle's metadata (``medrobust.preprocessing``) or passed in.
 
 Example:
     >>> m = load_model("bundles/mammogram_perturbation_sensitivity")  # doctest: +SKIP
@@ -31,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from medrobust.models.preprocessing import InputPreprocessing
 from medrobust.models.probability import ACTIVATIONS, check_logits, predicted_class, probability_from_logits
 
 __all__ = [
@@ -66,6 +74,8 @@ class LoadedModel:
         metadata: the bundle's ``metadata.json`` (or ``{}``): its ``medrobust`` entry may declare a
             ``notice`` (shown at the top of reports), ``training_input_statistics`` (for the
             domain-shift check) and ``preprocessing``.
+        preprocessing: image -> ``[0, 1]`` mapping and model-input standardisation
+            (:class:`~medrobust.models.preprocessing.InputPreprocessing`).
     """
 
     network: torch.nn.Module
@@ -77,6 +87,7 @@ class LoadedModel:
     positive_class: int = 1
     name: str = ""
     metadata: dict = field(default_factory=dict)
+    preprocessing: InputPreprocessing = field(default_factory=InputPreprocessing)
 
     @property
     def spatial_dims(self) -> int:
@@ -99,7 +110,7 @@ class LoadedModel:
         expected = (self.in_channels, *self.spatial_shape)
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"model input should be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}.")
-        return check_logits(self.network(x))
+        return check_logits(self.network(self.preprocessing.standardise(x)))
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
         """p(positive) ``(B,)`` for ``x: (B, C, *spatial_shape)``."""
@@ -430,37 +441,84 @@ def load_model(
     device: torch.device | str = "cpu",
     activation: str = "auto",
     positive_class: int = 1,
+    output: int | str | None = None,
+    preprocessing: InputPreprocessing | Mapping | None = None,
 ) -> LoadedModel:
     """Load a classifier from any supported source (see the module docstring).
 
     Args:
         source: bundle directory, TorchScript file, state dict file (with ``network_config``),
+            ONNX file (``.onnx``, needs onnxruntime), Python entry point ``package.module:factory``,
             an ``nn.Module`` (with ``input_size``) or an already loaded model (moved to ``device``).
         network_config: JSON/YAML network config for a state dict file.
-        input_size: input spatial size; required for TorchScript, overrides the bundle's.
+        input_size: input spatial size; required for TorchScript / entry points / dynamic ONNX,
+            overrides the bundle's.
         in_channels: input channels; inferred from the first convolution when not given.
         device: where the network runs.
         activation: one of :data:`~medrobust.models.probability.ACTIVATIONS`.
         positive_class: positive class index for K >= 2 outputs.
+        output: for networks with several outputs (tuple / list / dict, or ONNX outputs), the index
+            or key of the classifier's logits.
+        preprocessing: :class:`~medrobust.models.preprocessing.InputPreprocessing` or a mapping of
+            its fields; overrides what a bundle's ``metadata.json`` declares
+            (``medrobust.preprocessing``); default per-image min-max.
 
     Raises:
         FileNotFoundError: ``source`` (or a file it needs) does not exist.
         ValueError: the source cannot be used, with the reason.
     """
+    model = _load_any(source, network_config=network_config, input_size=input_size, in_channels=in_channels,
+                      device=device, activation=activation, positive_class=positive_class, output=output)
+    declared = model.metadata.get("medrobust", {}).get("preprocessing") if isinstance(model.metadata, Mapping) else None
+    override = preprocessing.as_dict() if isinstance(preprocessing, InputPreprocessing) else preprocessing
+    model.preprocessing = InputPreprocessing.from_sources(declared, override)
+    return model
+
+
+def _load_any(source, *, network_config, input_size, in_channels, device, activation, positive_class, output) -> LoadedModel:
     kwargs = dict(in_channels=in_channels, device=device, activation=activation, positive_class=positive_class)
     if isinstance(source, LoadedModel):
         return source.to(device)
     if isinstance(source, torch.nn.Module):
         if input_size is None:
             raise ValueError("an in-memory network needs input_size.")
-        return from_module(source, input_size=input_size, **kwargs)
+        return from_module(_select(source, output), input_size=input_size, **kwargs)
+    from medrobust.models.formats import is_entry_point, load_entry_point, load_onnx
+
+    if isinstance(source, str) and is_entry_point(source):
+        if input_size is None:
+            raise ValueError(f"model entry point {source!r} needs its input size (input_size / --input-size H W [D]).")
+        loaded = from_module(_select(load_entry_point(source), output), input_size=input_size, name=source, **kwargs)
+        loaded.source = "entry_point"
+        return loaded
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"model {path} not found (expected a bundle directory, a TorchScript file or a state dict).")
+        raise FileNotFoundError(
+            f"model {path} not found (expected a bundle directory, a TorchScript / state dict / ONNX file, "
+            "or a Python entry point package.module:factory)."
+        )
     if path.is_dir():
         if network_config is not None:
             raise ValueError(f"model {path} is a bundle directory; network_config is only for state dict files.")
-        return load_bundle(path, input_size=input_size, **kwargs)
-    if network_config is not None:
-        return load_state_dict_model(path, network_config, input_size=input_size, **kwargs)
-    return load_torchscript(path, input_size=input_size, **kwargs)
+        loaded = load_bundle(path, input_size=input_size, **kwargs)
+    elif path.suffix.lower() == ".onnx":
+        net = load_onnx(path, output=output)
+        channels, spatial = net.static_input()
+        shape = _parse_input_size(input_size) or spatial
+        if shape is None:
+            raise ValueError(f"{path}: the ONNX input has dynamic spatial size; give input_size (--input-size H W [D]).")
+        return _finish(net, shape, in_channels or channels, "onnx", file_sha256(path), path.name,
+                       device=device, activation=activation, positive_class=positive_class)
+    elif network_config is not None:
+        loaded = load_state_dict_model(path, network_config, input_size=input_size, **kwargs)
+    else:
+        loaded = load_torchscript(path, input_size=input_size, **kwargs)
+    if output is not None:
+        loaded.network = _select(loaded.network, output)
+    return loaded
+
+
+def _select(network: torch.nn.Module, output: int | str | None) -> torch.nn.Module:
+    from medrobust.models.formats import OutputSelector
+
+    return network if output is None else OutputSelector(network, output).eval()

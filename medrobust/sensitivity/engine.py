@@ -40,7 +40,7 @@ from medrobust.models import LoadedModel, file_sha256, load_model
 from medrobust.perturbations.registry import get_family
 from medrobust.sensitivity.batching import BatchedSweep, Case, perturb_for_model
 from medrobust.sensitivity.cnr import RoiSampler, find_mask, load_roi_mask
-from medrobust.data.preprocess import match_spatial_dims, normalise_image
+from medrobust.data.preprocess import match_spatial_dims
 from medrobust.sensitivity.store import ResultsStore, RunLock
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ def run_sensitivity(
     strict: bool = False,
     wait: bool = False,
     cases: Collection[str] | None = None,
+    output: int | str | None = None,
+    preprocessing: Any = None,
 ) -> SensitivityResult:
     """Run (or resume) a perturbation-sensitivity sweep and write its results to ``out``.
 
@@ -240,6 +242,8 @@ def run_sensitivity(
         wait: when another run holds ``out``'s lock, wait for it instead of failing.
         cases: only these case ids (e.g. one shard of a distributed sweep); ``None``: all. Part of
             the run identity.
+        output, preprocessing: see :func:`medrobust.models.load_model` (the chosen output of a
+            multi-output network; intensity mapping / standardisation overriding the bundle's).
 
     Returns:
         :class:`SensitivityResult`.
@@ -280,9 +284,13 @@ def run_sensitivity(
         device=dev,
         activation=activation,
         positive_class=positive_class,
+        output=output,
+        preprocessing=preprocessing,
     )
     for name in plan:
         fam = get_family(name)
+        if fam.needs_model and loaded.source == "onnx":
+            raise ValueError(f"family {name!r} needs gradients; an ONNX model has none (use a torch model for attacks).")
         if loaded.spatial_dims not in fam.spatial_dims:
             raise ValueError(f"family {name!r} supports {fam.spatial_dims}-D images, the model is {loaded.spatial_dims}-D.")
     labels_table = read_labels(labels_path) if labels_path is not None else None
@@ -324,7 +332,7 @@ def run_sensitivity(
         "labels_sha256": file_sha256(labels_path) if labels_path is not None else None,
         "roi_masks": str(roi_dir) if roi_dir is not None else None,
         "ring_width": int(ring_width) if roi_dir is not None else None,
-        "normalisation": "per-image min-max of display intensities to [0, 1]; perturb at native resolution",
+        "normalisation": loaded.preprocessing.describe() + "; perturb at native resolution",
     }
     if cases is not None:
         identity["cases"] = sorted({str(c) for c in cases})
@@ -457,12 +465,21 @@ def _sweep(
     )
     with tqdm(total=total, disable=not progress, unit="pred", desc="sensitivity", dynamic_ncols=True) as pbar:
         sweep = BatchedSweep(loaded, plan, store, seed, batch_size, dev, max_chunk_pixels, max_buffer_pixels, pbar)
-        for it, pending in todo:
-            case = _load_case(it, pending, loaded, label_map, roi_dir, ring_width, store, data_root)
-            if case is None:
-                pbar.update(len(pending))
-                continue
-            sweep.add(case)
+        # one prefetch thread: the next image is decoded (pydicom / numpy release the GIL) while the
+        # current one is perturbed and predicted; at most one image is held beyond the sweep's buffer
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medrobust-load") as pool:
+            load = lambda job: _load_case(job[0], job[1], loaded, label_map, roi_dir, ring_width, store, data_root)  # noqa: E731
+            future = pool.submit(load, todo[0]) if todo else None
+            for i, (it, pending) in enumerate(todo):
+                case = future.result()
+                future = pool.submit(load, todo[i + 1]) if i + 1 < len(todo) else None
+                if case is None:
+                    pbar.update(len(pending))
+                    continue
+                sweep.add(case)
+                del case
         sweep.finish()
     return sweep.n_written
 
@@ -475,7 +492,7 @@ def _load_case(
     try:
         img = load_image(it)
         stage = "input"
-        x = match_spatial_dims(normalise_image(img.array), loaded.spatial_dims)
+        x = match_spatial_dims(loaded.preprocessing.to_unit(img.array), loaded.spatial_dims)
         if x.shape[0] != loaded.in_channels and x.shape[0] != 1 and loaded.in_channels != 1:
             raise ValueError(f"image has {x.shape[0]} channels, the model takes {loaded.in_channels}")
         roi = None

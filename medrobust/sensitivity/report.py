@@ -192,7 +192,7 @@ def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedMode
     subgroup contains ``subgroup`` (case-insensitive) before the others."""
     from medrobust.data import load_image, scan_dataset
     from medrobust.sensitivity.cnr import find_mask, load_roi_mask
-    from medrobust.data.preprocess import match_spatial_dims, normalise_image
+    from medrobust.data.preprocess import match_spatial_dims
 
     cases = predictions.drop_duplicates("case_id")
     if cases.empty:
@@ -209,7 +209,7 @@ def _first_example(predictions: pd.DataFrame, data_root: Path, model: LoadedMode
         if it is None:
             continue
         try:
-            x = match_spatial_dims(normalise_image(load_image(it).array), model.spatial_dims)
+            x = match_spatial_dims(model.preprocessing.to_unit(load_image(it).array), model.spatial_dims)
         except (ValueError, OSError) as e:
             logger.debug("example image %s unusable: %s", cid, e)
             continue
