@@ -38,6 +38,7 @@ class SimulateConfig:
     element_size: float = 8.0
     cache: Path | None = None
     progress: bool = True
+    anterior_axis: str | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -67,6 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--gland", type=Path, default=None,
                    help="gland label (NIfTI, channel 0 used) to fit the gland ellipsoid (default: a 40x30x36 mm gland at the grid centre)")
     p.add_argument("--element-size", type=float, default=8.0, help="FE element size in mm (default 8)")
+    p.add_argument("--anterior-axis", default=None, metavar="AXIS",
+                   help="signed array axis of the reference grid that points anterior, e.g. 2 or -1, when the header does not "
+                   "state the anatomy (default: anterior from the header's orientation, world +A)")
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default OUT/.cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SimulateConfig(
         n=args.n, out=args.out, seed=args.seed, spacing=args.spacing, size=tuple(args.size) if args.size else None,
         reference=args.reference, gland=args.gland, element_size=args.element_size, cache=args.cache,
-        progress=not args.no_progress,
+        progress=not args.no_progress, anterior_axis=args.anterior_axis,
     )  # fmt: skip
     check_out_dir(cfg.out)
     simulate_to_folder(cfg)
@@ -115,7 +119,7 @@ def simulate_to_folder(args: SimulateConfig) -> Path:
 
     from medrobust.registration.export import save_ddf_nifti
     from medrobust.simulation.bank import simulate_many
-    from medrobust.simulation.motion import SimulationRanges
+    from medrobust.simulation.motion import SimulationRanges, probe_frame
 
     logging.getLogger("skfem").setLevel(logging.WARNING)  # skfem logs every assembly at INFO
     grid, gland = _grid_and_gland(args)
@@ -123,7 +127,8 @@ def simulate_to_folder(args: SimulateConfig) -> Path:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     ddfs, params = simulate_many(grid, [gland], n=args.n, seed=args.seed, cache_dir=args.cache or out / ".cache",
-                                 ranges=ranges, progress=args.progress)
+                                 ranges=ranges, progress=args.progress,
+                                 frame=probe_frame(grid.affine, anterior_axis=args.anterior_axis))
     rows = []
     for i, (ddf, p) in enumerate(zip(ddfs, params)):
         name = f"sim_{i:04d}.nii.gz"

@@ -126,6 +126,9 @@ class RegistrationIteration:
                 d_loss = self.adversary.discriminator_step(ddf, cond, batchdata.get("case_id"))
             reg = self.adversary.generator_loss(ddf, cond)
         loss = l_label + self.weight * reg
+        extra = getattr(self, "_extra", None)  # a subclass's extra term on this DDF (robust training)
+        if extra is not None:
+            loss = loss + extra(ddf)
         l_key = torch.zeros((), device=device)
         if self.keypoint_weight > 0:
             l_key = self._keypoint_loss(engine.network, batchdata, device)

@@ -33,6 +33,7 @@ from medrobust.simulation.motion import (
     SimulationParams,
     SimulationRanges,
     fit_ellipsoid,
+    probe_frame,
     sample_parameters,
     simulate_ddf,
 )
@@ -81,11 +82,13 @@ def simulate_many(
     cache_dir: str | Path | None,
     ranges: SimulationRanges | None = None,
     progress: bool = True,
+    frame: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[SimulationParams]]:
     """Run ``n`` simulations (gland ``i % len(glands)`` for the ``i``-th), each with its own generator.
 
     Simulation ``i`` draws from ``np.random.default_rng([*seed, i])``, so the first ``k`` of a larger
-    batch are identical to a batch of ``k``.
+    batch are identical to a batch of ``k``. ``frame``: :func:`~medrobust.simulation.motion.probe_frame`
+    (default: that of ``grid.affine``'s header, i.e. anterior = world +A).
 
     Returns:
         ``(n, 3, *grid.shape)`` float32 voxel-unit DDFs and their parameters.
@@ -98,7 +101,8 @@ def simulate_many(
     if not glands:
         raise ValueError("glands: at least one gland ellipsoid is needed.")
     base = [int(v) for v in np.atleast_1d(seed)]
-    params = [sample_parameters(np.random.default_rng([*base, i]), glands[i % len(glands)], ranges) for i in range(n)]
+    frame = probe_frame(grid.affine) if frame is None else frame
+    params = [sample_parameters(np.random.default_rng([*base, i]), glands[i % len(glands)], ranges, frame=frame) for i in range(n)]
     ddfs = np.stack(
         [cached_simulate_ddf(p, grid, cache_dir) for p in tqdm(params, desc="FE simulations", disable=not progress)]
     )
@@ -115,6 +119,7 @@ def fe_bank(
     ranges: SimulationRanges | None = None,
     gland_channel: int = 0,
     progress: bool = True,
+    anterior_axis: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Patient-specific FE DDFs for the adversarial regulariser: ``case_id -> (n_per_case, 3, *grid)``.
 
@@ -122,6 +127,7 @@ def fe_bank(
     simulations are sampled on that grid (``items`` from :func:`medrobust.data.paired.load_pair`).
     A case uses seed ``[seed, crc32(case_id)]`` (``[seed, k]`` for the ``k``-th item without an id), so
     a case gets the same simulations (and cache entries) in every fold of a cross-validation.
+    ``anterior_axis``: see :func:`~medrobust.simulation.motion.probe_frame` (``None``: from the header).
 
     Raises:
         ValueError: an item without ``moving_label``/``affine``.
@@ -135,6 +141,6 @@ def fe_bank(
         gland = fit_ellipsoid(np.asarray(item["moving_label"][gland_channel]), affine)
         case_seed = zlib.crc32(str(item["case_id"]).encode()) if "case_id" in item else k
         ddfs, _ = simulate_many(grid, [gland], n=n_per_case, seed=[seed, case_seed], cache_dir=cache_dir, ranges=ranges,
-                                progress=False)
+                                progress=False, frame=probe_frame(affine, anterior_axis=anterior_axis))
         bank[str(item.get("case_id", k))] = torch.from_numpy(ddfs)
     return bank

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from medrobust.data.paired import Grid
 from medrobust.simulation.fem import BoxMesh, element_jacobian_determinants, solve_linear_elasticity
 
 __all__ = [
+    "probe_frame",
     "Ellipsoid",
     "SimulationParams",
     "SimulationRanges",
@@ -51,6 +52,61 @@ def rotation_matrix(angles_deg: tuple[float, float, float] | np.ndarray) -> np.n
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+_IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def _axis_direction(affine: np.ndarray, spec: str, name: str) -> np.ndarray:
+    spec = str(spec).strip()
+    sign = -1.0 if spec.startswith("-") else 1.0
+    try:
+        axis = int(spec.lstrip("+-"))
+    except ValueError:
+        axis = -1
+    if axis not in (0, 1, 2):
+        raise ValueError(f"{name} must be an array axis '0', '1', '2' with an optional sign ('-2'), got {spec!r}.")
+    col = np.asarray(affine, float)[:3, axis]
+    return sign * col / np.linalg.norm(col)
+
+
+def probe_frame(affine: np.ndarray, *, anterior_axis: str | None = None, axial_axis: str | None = None) -> np.ndarray:
+    """The simulation frame ``(3, 3)``: columns lateral, anterior (probe push), probe axis, in world RAS.
+
+    Args:
+        affine: the image grid's voxel -> world (RAS mm) affine.
+        anterior_axis: ``None`` takes anterior from the header (world +A, wherever the array axes
+            point: a rotated or flipped affine is followed); ``"2"``, ``"-1"``, ... say that this
+            signed array axis points anterior (the affine turns it into a world direction), for
+            data whose header does not match the anatomy.
+        axial_axis: the probe's long axis likewise (``None``: world +S made orthogonal to anterior,
+            or, when anterior is nearly S/I, the array axis most orthogonal to it).
+
+    Returns:
+        An orthonormal right-handed matrix ``[lateral, anterior, axial]`` (columns).
+
+    Example:
+        >>> import numpy as np
+        >>> probe_frame(np.eye(4)).round(3).tolist()
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+        >>> probe_frame(np.eye(4), anterior_axis="2", axial_axis="-1")[:, 1].tolist()
+        [0.0, 0.0, 1.0]
+    """
+    a = np.asarray(affine, float)
+    if a.shape != (4, 4):
+        raise ValueError(f"affine must be a 4 x 4 voxel -> world matrix, got shape {a.shape}.")
+    ant = np.array([0.0, 1.0, 0.0]) if anterior_axis is None else _axis_direction(a, anterior_axis, "anterior_axis")
+    if axial_axis is not None:
+        candidates = [_axis_direction(a, axial_axis, "axial_axis")]
+    else:
+        lin = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0)
+        candidates = [np.array([0.0, 0.0, 1.0])] + sorted(lin.T, key=lambda c: abs(c @ ant))
+    axial = next((c for c in candidates if abs(c @ ant) < 0.9), None)
+    if axial is None:
+        raise ValueError(f"axial_axis {axial_axis!r} is (nearly) parallel to the anterior direction {ant.round(3).tolist()}.")
+    axial = axial - (axial @ ant) * ant
+    axial /= np.linalg.norm(axial)
+    return np.stack([np.cross(ant, axial), ant, axial], axis=1)
 
 
 @dataclass(frozen=True)
@@ -116,6 +172,7 @@ class SimulationParams:
     element_size: float = 8.0
     margin: float = 15.0
     min_element_det: float = 0.2
+    frame: tuple[tuple[float, ...], ...] = _IDENTITY
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,8 +197,12 @@ class SimulationRanges:
     gland_scale: tuple[float, float] = field(default=(0.9, 1.1))
 
 
-def sample_parameters(rng: np.random.Generator, gland: Ellipsoid, ranges: SimulationRanges | None = None) -> SimulationParams:
-    """Draw one simulation's materials, probe loading and rigid motion (gland stiffer, nu 0.45-0.49)."""
+def sample_parameters(rng: np.random.Generator, gland: Ellipsoid, ranges: SimulationRanges | None = None, *,
+                      frame: np.ndarray | None = None) -> SimulationParams:
+    """Draw one simulation's materials, probe loading and rigid motion (gland stiffer, nu 0.45-0.49).
+
+    ``frame``: :func:`probe_frame` of the image (default identity: anterior +y, probe axis +z in world).
+    """
     r = ranges or SimulationRanges()
 
     def u(lohi: tuple[float, float], size: int | None = None):
@@ -163,6 +224,7 @@ def sample_parameters(rng: np.random.Generator, gland: Ellipsoid, ranges: Simula
         rigid_rotation_deg=tuple(float(v) for v in u(r.rotation_deg, 3)),
         rigid_translation=tuple(float(v) for v in u(r.translation, 3)),
         element_size=r.element_size,
+        frame=_IDENTITY if frame is None else tuple(tuple(float(v) for v in row) for row in np.asarray(frame, float)),
     )
 
 
@@ -179,8 +241,24 @@ def _probe_axis(p: SimulationParams) -> tuple[np.ndarray, np.ndarray]:
     return point, direction
 
 
+def _to_frame(p: SimulationParams, grid: Grid) -> tuple[SimulationParams, Grid]:
+    """Express the gland and the grid in ``p.frame`` coordinates (``local = F^T world``), frame reset to identity."""
+    f = np.asarray(p.frame, float)
+    if np.allclose(f, np.eye(3)):
+        return p, grid
+    if not np.allclose(f.T @ f, np.eye(3), atol=1e-6):
+        raise ValueError(f"SimulationParams.frame must be orthonormal, got {f.round(4).tolist()}.")
+    gland = Ellipsoid(tuple(float(v) for v in f.T @ np.asarray(p.gland.centre)), p.gland.semi_axes,
+                      tuple(tuple(float(v) for v in row) for row in f.T @ np.asarray(p.gland.rotation)))
+    aff = np.eye(4)
+    aff[:3, :3], aff[:3, 3] = f.T @ grid.affine[:3, :3], f.T @ grid.affine[:3, 3]
+    return replace(p, gland=gland, frame=_IDENTITY), Grid(grid.shape, aff)
+
+
 def simulate_displacement(p: SimulationParams, grid: Grid) -> tuple[BoxMesh, np.ndarray]:
     """Solve the probe loading on a box covering ``grid`` (plus ``margin``) and the probe.
+
+    Runs in the coordinates of ``p.frame`` (identity: world); :func:`simulate_ddf` does the change of frame.
 
     Returns the mesh and the nodal displacement ``(3, n_nodes)`` mm, scaled down if needed so that
     no element's ``det(I + grad u)`` falls below ``p.min_element_det`` (the linear model is only
@@ -229,7 +307,10 @@ def simulate_ddf(p: SimulationParams, grid: Grid, *, newton_steps: int = 20, tol
     Tissue at moving-image point ``X`` appears in the fixed image at
     ``y = R (X + u(X) - c) + c + t`` (``c`` the gland centre); for every fixed voxel ``y`` we solve
     ``X + u(X) = R^T (y - c - t) + c`` by Newton's method and return ``X - y`` in voxel units.
+    All of it runs in ``p.frame`` (lateral, anterior, probe axis); the voxel DDF does not depend on
+    the frame's coordinates, only on the directions it gives the probe.
     """
+    p, grid = _to_frame(p, grid)
     y = _grid_world_points(grid)
     c = np.asarray(p.gland.centre)
     rot = rotation_matrix(p.rigid_rotation_deg)

@@ -16,6 +16,7 @@ from medrobust.simulation.motion import (
     SimulationParams,
     SimulationRanges,
     fit_ellipsoid,
+    probe_frame,
     rotation_matrix,
     sample_parameters,
     simulate_ddf,
@@ -112,3 +113,37 @@ def test_fe_bank_per_case(tmp_path):
         fe_bank([{"case_id": "b"}], n_per_case=1, seed=0, cache_dir=None, progress=False)
     with pytest.raises(ValueError, match="n must be"):
         simulate_many(GRID, [GLAND], n=0, seed=0, cache_dir=None)
+
+
+def _push_ddf(grid: Grid, frame: np.ndarray) -> np.ndarray:
+    centre = tuple(float(v) for v in _world(grid).mean(0))
+    p = SimulationParams(gland=Ellipsoid(centre, (12.0, 9.0, 10.0)), probe_displacement=(0.0, 6.0, 0.0), element_size=10.0,
+                         frame=tuple(map(tuple, frame.tolist())))
+    return simulate_ddf(p, grid)
+
+
+@pytest.mark.parametrize("anterior_axis", [None, "2"])
+def test_probe_direction_follows_the_affine(anterior_axis):
+    # a rotated header: array axis 2 runs world-anterior (+y), array axis 1 world-inferior (-z)
+    rot = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
+    aff = np.eye(4)
+    aff[:3, :3], aff[:3, 3] = rot * 4.0, (-30.0, -30.0, 30.0)
+    grid = Grid((16, 14, 16), aff)
+    frame = probe_frame(aff, anterior_axis=anterior_axis)
+    np.testing.assert_allclose(frame[:, 1], [0.0, 1.0, 0.0], atol=1e-12)  # both say: anterior is world +y
+    vox = _push_ddf(grid, frame)
+    mean_abs = np.abs(vox).reshape(3, -1).mean(1)
+    assert mean_abs.argmax() == 2  # the push runs along array axis 2, not axis 1
+    world = np.einsum("ij,j...->i...", aff[:3, :3], vox)
+    assert world[1].mean() < 0  # tissue moved anteriorly: fixed points map back posteriorly into the MR
+
+
+def test_anterior_axis_overrides_an_identity_header():
+    grid = Grid((16, 16, 16), np.diag([4.0, 4.0, 4.0, 1.0]))
+    default = np.abs(_push_ddf(grid, probe_frame(grid.affine))).reshape(3, -1).mean(1)
+    told = np.abs(_push_ddf(grid, probe_frame(grid.affine, anterior_axis="2"))).reshape(3, -1).mean(1)
+    assert default.argmax() == 1 and told.argmax() == 2
+    with pytest.raises(ValueError, match="anterior_axis must be"):
+        probe_frame(grid.affine, anterior_axis="y")
+    with pytest.raises(ValueError, match="parallel"):
+        probe_frame(grid.affine, anterior_axis="2", axial_axis="-2")

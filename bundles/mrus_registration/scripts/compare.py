@@ -5,10 +5,12 @@ One command (from the repository root)::
     nice -n 10 .venv/bin/python bundles/mrus_registration/scripts/compare.py --num_threads 1
 
 For each regulariser in {none, diffusion, bending, adversarial}: train with ``configs/train.json``
-(overrides only: regulariser, seed, output folders), evaluate on the test ids of
-``configs/split.json`` with ``configs/evaluate.json`` (per-case CSVs), attack the fixed image with
-the attacks library's PGD and a registration loss, then rewrite the table between the markers in
-``docs/README.md``. Results are written after every regulariser (``runs/compare/results.json``), and
+(overrides only: regulariser, seed, output folders) on the training pairs of one fold of
+``configs/folds.json`` (``--fold``, default 0), evaluate on its held-out pairs with
+``configs/evaluate.json`` (per-case CSVs), attack the fixed image with the attacks library's PGD
+and a registration loss, and write ``OUT/table.md``; the table between the comparison markers of
+``docs/README.md`` is rewritten only with ``--update_readme``. For the grouped 5-fold evidence use
+``scripts/crossval.py``. Results are written after every regulariser (``runs/compare/results.json``), and
 a finished regulariser is skipped on a rerun unless ``--retrain``.
 
 The logic is the library's: :func:`medrobust.models.run_bundle_workflow` (the bundle's workflows),
@@ -74,7 +76,8 @@ def _table(results: dict, args) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset_dir", default=str(BUNDLE.parents[1].parent / "shared" / "data" / "mrus_dev"))
-    p.add_argument("--split_file", default=str(BUNDLE / "configs" / "split.json"), help="JSON with 'train' and 'test' case ids")
+    p.add_argument("--folds_file", default=str(BUNDLE / "configs" / "folds.json"), help="JSON with the declared folds")
+    p.add_argument("--fold", type=int, default=0, help="train on this fold's training pairs, test on its held-out pairs")
     p.add_argument("--out", type=Path, default=BUNDLE / "runs" / "compare")
     p.add_argument("--regularisers", nargs="+", default=["none", "diffusion", "bending", "adversarial"])
     p.add_argument("--max_epochs", type=int, default=200)
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--reuse_models", action="store_true",
                    help="evaluate an existing OUT/<regulariser>/model.pt (a finished run) instead of training again")
-    p.add_argument("--no_readme", action="store_true", help="do not rewrite docs/README.md")
+    p.add_argument("--update_readme", action="store_true", help="also rewrite the comparison table of docs/README.md")
     p.add_argument("--include", action="append", default=[], metavar="LABEL=RESULTS_JSON#ROW",
                    help="add a row from another run's results.json to the table (e.g. a reference configuration "
                         "trained with --override into another --out)")
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results: dict = json.loads(results_path.read_text()) if results_path.is_file() and not args.retrain else {}
-    common = {"bundle_root": str(BUNDLE), "dataset_dir": args.dataset_dir, "split_file": args.split_file, "seed": args.seed,
+    common = {"bundle_root": str(BUNDLE), "dataset_dir": args.dataset_dir, "folds_file": args.folds_file, "fold": args.fold, "seed": args.seed,
               "num_threads": args.num_threads,
               "fe#cache_dir": str(BUNDLE / "runs" / "fe_cache")}
     for item in args.override:
@@ -133,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             train_s = time.time() - t0
         wf = _workflow(["train.json", "evaluate.json"], **over)
         wf.run()
-        summary = json.loads((out / "eval" / "summary.json").read_text())
+        summary_path = out / "eval" / "summary.json"
+        if not summary_path.is_file():
+            raise SystemExit(f"compare: {reg}: no evaluation written ({summary_path}); is there a model at {out / 'model.pt'}?")
+        summary = json.loads(summary_path.read_text())
         rob = _robustness(wf, wf.parser.get_parsed_content("test_data"), args.eps, args.pgd_steps)
         write_rows(rob.pop("rows"), out / "robustness", prefix="attacked_")
         wf.finalize()
@@ -159,7 +165,7 @@ def _publish(results: dict, args) -> None:
         ordered[label] = other[row]
     table = _table(ordered, args)
     (args.out / "table.md").write_text(table)
-    if not args.no_readme:
+    if args.update_readme:
         write_between_markers(BUNDLE / "docs" / "README.md", "comparison", table)
 
 

@@ -23,9 +23,9 @@ def sample_pairs(tmp_path_factory):
     from sample_data.mrus import generate
 
     root = generate(tmp_path_factory.mktemp("mrus") / "data", n=3, seed=7)
-    split = root.parent / "split.json"
-    split.write_text(json.dumps({"train": ["case000", "case001"], "test": ["case002"]}))
-    return root, split
+    folds = root.parent / "folds.json"
+    folds.write_text(json.dumps({"folds": [{"train": ["case000", "case001"], "test": ["case002"]}]}))
+    return root, folds
 
 
 def _workflow(configs, workflow_type="train", *, run=True, **overrides):
@@ -66,15 +66,22 @@ def test_shipped_weights_load_into_the_inference_network():
     load_bundle_network(BUNDLE)  # strict: the shipped checkpoint matches configs/inference.json
 
 
-def test_split_is_declared_and_keeps_duplicate_scans_together():
-    split = json.loads((CONFIGS / "split.json").read_text())
-    assert not set(split["train"]) & set(split["test"]) and len(split["test"]) == 4 and len(split["train"]) == 12
-    for group in split["groups"]:
-        assert set(group) <= set(split["train"]) or set(group) <= set(split["test"])
+def test_folds_are_declared_grouped_and_cover_every_pair_once():
+    from medrobust.registration.crossval import read_folds
+
+    decl = json.loads((CONFIGS / "folds.json").read_text())
+    folds = read_folds(CONFIGS / "folds.json")  # checks: test folds disjoint, no test pair in its training set
+    assert len(folds) == 5
+    tested = [p for f in folds for p in f["test"]]
+    assert sorted(tested) == sorted(decl["groups"])  # every pair held out exactly once
+    for f in folds:
+        assert sorted(f["train"] + f["test"]) == sorted(decl["groups"])
+        test_groups = {decl["groups"][p] for p in f["test"]}
+        assert not test_groups & {decl["groups"][p] for p in f["train"]}  # a patient's pairs stay together
 
 
 @pytest.mark.shared_data
-def test_split_groups_match_the_shared_data(shared_data):
+def test_fold_groups_match_the_shared_data(shared_data):
     from medrobust.data.paired import moving_image_groups
 
     root = shared_data / "mrus_dev"
@@ -85,18 +92,16 @@ def test_split_groups_match_the_shared_data(shared_data):
     for row in csv.DictReader(open(root / "pairs_by_mr.csv")):
         by_mr.setdefault(row["mr_group"], []).append(row["pair"])
     assert moving_image_groups(root) == sorted(by_mr.values())
-    # and the declared split never separates a group (restricted to the pairs the split covers)
-    split = json.loads((CONFIGS / "split.json").read_text())
-    for group in by_mr.values():
-        inside = set(group) & (set(split["train"]) | set(split["test"]))
-        assert inside <= set(split["train"]) or inside <= set(split["test"]), group
+    # and the declared folds hold the data's pairs with the data's grouping
+    decl = json.loads((CONFIGS / "folds.json").read_text())
+    assert decl["groups"] == {p: g for g, pairs in by_mr.items() for p in pairs}
 
 
 @pytest.mark.slow
 def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     root, split = sample_pairs
     # no spatial augmentation: 40 steps are meant to fit the two training pairs, not to generalise
-    common = dict(dataset_dir=str(root), split_file=str(split), ckpt_dir=str(tmp_path / "models"),
+    common = dict(dataset_dir=str(root), folds_file=str(split), fold=0, ckpt_dir=str(tmp_path / "models"),
                   output_dir=str(tmp_path / "runs"), num_threads=1, batch_size=2, learning_rate=0.003,
                   **{"fe#n_per_case": 2, "fe#cache_dir": str(tmp_path / "fe"), "augment#translate_range": [0, 0, 0],
                      "augment#rotate_range": [0, 0, 0], "augment#scale_range": [0, 0, 0]})
@@ -125,28 +130,30 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     assert 0.0 <= summary["folding_pct"] < 5.0 and np.isfinite(summary["tre_median_mm"])
     rows = list(csv.DictReader(open(tmp_path / "runs" / "eval" / "cases.csv")))
     assert [r["case_id"] for r in rows] == ["case000", "case001"]
-    # 3. inference: warped image/labels, DDF as NIfTI and ITK transform, on the registration grid
+    # 3. inference (image-only): DDF, warped image and integer labels in the fixed file's own space
     out = tmp_path / "infer"
     _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "models" / "model.pt"),
               output_dir=str(out), case_ids=["case002"], write_itk_transform=False, num_threads=1)
     folder = out / "case002"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["ddf.nii.gz", "fixed_image.nii.gz", "warped_moving_image.nii.gz", "warped_moving_label.nii.gz"]
-    ddf_img = nib.load(folder / "ddf.nii.gz")
-    warped = nib.load(folder / "warped_moving_label.nii.gz")
-    assert ddf_img.shape == (24, 32, 24, 1, 3) and warped.shape[:3] == (24, 32, 24)
-    np.testing.assert_allclose(ddf_img.affine, warped.affine)
-    # the written warped labels are the moving labels warped by the written DDF
-    from monai.networks.blocks import Warp
+    assert names == ["ddf.nii.gz", "warped_moving_gland.nii.gz", "warped_moving_image.nii.gz", "warped_moving_label.nii.gz"]
+    from medrobust.data.paired import scan_paired
+    from medrobust.registration.export import resample_native
 
-    from medrobust.core.metrics.registration import ddf_world_to_voxel
-    from medrobust.data.paired import load_pair, scan_paired
-
-    item = load_pair(scan_paired(root)[2], spacing=3.0, size=(24, 32, 24))
-    world = torch.from_numpy(np.moveaxis(np.asarray(ddf_img.dataobj)[..., 0, :], -1, 0))[None].double()
-    vox = ddf_world_to_voxel(world, torch.from_numpy(ddf_img.affine)).float()
-    rewarped = Warp(padding_mode="zeros")(item["moving_label"][None], vox)[0]
-    np.testing.assert_allclose(np.moveaxis(np.asarray(warped.dataobj), -1, 0), rewarped.numpy(), atol=1e-3)
+    case = scan_paired(root)[2]
+    fixed, ddf_img, warped = nib.load(case.fixed_image), nib.load(folder / "ddf.nii.gz"), nib.load(folder / "warped_moving_label.nii.gz")
+    assert ddf_img.shape == (*fixed.shape[:3], 1, 3) and warped.shape[:3] == fixed.shape[:3]
+    np.testing.assert_allclose(ddf_img.affine, fixed.affine, atol=1e-5)
+    assert warped.get_data_dtype() == np.uint8
+    # the written labels are the ORIGINAL moving labels moved by the written (fixed-space, world mm) DDF
+    disp = np.moveaxis(np.asarray(ddf_img.dataobj)[..., 0, :], -1, 0)
+    mov = nib.load(case.moving_label)
+    lab = np.asarray(mov.dataobj, dtype=np.float32)
+    lab = np.moveaxis(lab, -1, 0) if lab.ndim == 4 else lab[None]
+    again = (resample_native(lab, mov.affine, disp, fixed.affine) >= 0.5).astype(np.uint8)
+    written = np.asarray(warped.dataobj)
+    written = np.moveaxis(written, -1, 0) if written.ndim == 4 else written[None]
+    assert (again != written).mean() < 1e-3  # float32 round trip of the DDF may flip a voxel on a 0.5 edge
 
 
 @pytest.mark.slow
@@ -170,8 +177,31 @@ def test_ckpt_export_traced(tmp_path):
     # LocalNet does not script (list comprehensions over modules); tracing is exact for this static graph
     ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
                 meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
-                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 3, 24, 32, 24])
+                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 2, 24, 32, 24])
     ts = torch.jit.load(str(tmp_path / "model.ts"))
-    x = torch.rand(1, 3, 24, 32, 24)
+    x = torch.rand(1, 2, 24, 32, 24)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_shipped_torchscript_matches_the_shipped_weights():
+    path = BUNDLE / "models" / "model.ts"
+    assert path.is_file(), "models/model.ts is shipped (regenerate with the ckpt_export command of docs/README.md)"
+    ts = torch.jit.load(str(path), map_location="cpu")
+    net = load_bundle_network(BUNDLE)
+    x = torch.rand(2, 2, 24, 32, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = net(x)
+        torch.testing.assert_close(ts(x), ref, atol=1e-4, rtol=1e-4)
+    assert ref.abs().max() > 0.1  # a trained network, not the identity
+
+
+def test_sweep_script_exits_nonzero_without_a_model(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mrus_robustness_sweep", BUNDLE / "scripts" / "robustness_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--weights", str(tmp_path / "absent.pt"), "--out", str(tmp_path / "out")]) == 2
+    assert "no model weights" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
