@@ -134,13 +134,12 @@ def _train_one(cfg: LRSweepConfig, name: str, settings: dict, seed: int, tmp: Pa
 
     import torch
     from ignite.engine import Events
-    from monai.bundle import ConfigWorkflow
 
     from medrobust.core.schedules import cost_to_target, utility
+    from medrobust.models.bundle import bundle_imports, run_bundle_workflow
 
     bundle = cfg.bundle.resolve()
-    override = {"bundle_root": str(bundle), "seed": seed, "ckpt_dir": str(tmp / f"{name}_{seed}"),
-                "num_threads": cfg.num_threads, **cfg.overrides}
+    override = {"seed": seed, "ckpt_dir": str(tmp / f"{name}_{seed}"), "num_threads": cfg.num_threads, **cfg.overrides}
     if cfg.epochs is not None:
         override["epochs"] = cfg.epochs
     if cfg.dataset_dir is not None:
@@ -148,28 +147,27 @@ def _train_one(cfg: LRSweepConfig, name: str, settings: dict, seed: int, tmp: Pa
     if settings:
         override["lr_scheduler"] = {"_target_": "medrobust.core.schedules.LRBenchScheduler", "optimizer": "@optimizer",
                                     **settings}
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "train.json"), workflow_type="train",
-                        meta_file=str(bundle / "configs" / "metadata.json"), logging_file=None, **override)
-    wf.initialize()
-    curve: list[float] = []
-    evaluator = wf.parser.get_parsed_content("validate#evaluator")
-    key = wf.parser.get_parsed_content("val_key_metric")
-    evaluator.add_event_handler(Events.COMPLETED, lambda e: curve.append(float(e.state.metrics[key])))
-    t0 = time.perf_counter()
-    wf.run()
-    seconds = time.perf_counter() - t0
-    network = wf.parser.get_parsed_content("network").to("cpu")
-    get = wf.parser.get_parsed_content("get_datalist")
-    kw = {k: wf.parser.get_parsed_content(k) for k in ("label_map", "spatial_size", "in_channels")}
-    ds = wf.parser.get_parsed_content("dataset_dir")
-    out = {"train_s": round(seconds, 1), "val_utility": utility(curve),
-           "val_curve_max": max(curve)}
-    for split in ("train", "val", *(("test",) if cfg.test else ())):
-        for k, v in _scores(network, get(ds, split, **kw)).items():
-            out[f"{split}_{k}"] = v
+    # initialized and checked by the project's one bundle runner; run here to record the validation curve
+    wf = run_bundle_workflow(bundle, ["train.json"], run=False, **override)
+    with bundle_imports(bundle):
+        curve: list[float] = []
+        evaluator = wf.parser.get_parsed_content("validate#evaluator")
+        key = wf.parser.get_parsed_content("val_key_metric")
+        evaluator.add_event_handler(Events.COMPLETED, lambda e: curve.append(float(e.state.metrics[key])))
+        t0 = time.perf_counter()
+        wf.run()
+        seconds = time.perf_counter() - t0
+        network = wf.parser.get_parsed_content("network").to("cpu")
+        get = wf.parser.get_parsed_content("get_datalist")
+        kw = {k: wf.parser.get_parsed_content(k) for k in ("label_map", "spatial_size", "in_channels")}
+        ds = wf.parser.get_parsed_content("dataset_dir")
+        out = {"train_s": round(seconds, 1), "val_utility": utility(curve), "val_curve_max": max(curve)}
+        for split in ("train", "val", *(("test",) if cfg.test else ())):
+            for k, v in _scores(network, get(ds, split, **kw)).items():
+                out[f"{split}_{k}"] = v
+        wf.finalize()
     out["gap_val_minus_train_loss"] = out["val_loss"] - out["train_loss"]
     out["val_epochs_to_0.9auc"] = cost_to_target(curve, 0.9)
-    wf.finalize()
     torch.set_num_threads(cfg.num_threads)
     return out
 

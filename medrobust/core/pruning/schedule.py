@@ -18,8 +18,8 @@ Example:
     >>> data = [(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]))] * 3
     >>> res = iterative_prune(net, data, example_inputs=torch.rand(1, 1, 8, 8), criterion="taylor",
     ...     target_flops=0.5, channels_per_step=2, batches_per_step=2, finetune_batches=2)
-    >>> res.flops_ratio <= 0.5, net[0].out_channels
-    (True, 2)
+    >>> res.flops_ratio <= 0.5, net[0].out_channels  # stops at the first width under the target
+    (True, 3)
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ def iterative_prune(
     criterion_loss: LossFn | None = None,
     optimizer: Callable[[Any], torch.optim.Optimizer] | None = None,
     ignored_layers: tuple[nn.Module, ...] = (),
+    match_target: bool = True,
     max_steps: int = 10_000,
     seed: int = 0,
 ) -> PruneResult:
@@ -171,8 +172,7 @@ def iterative_prune(
         example_inputs: one input for tracing and FLOP counts, ``(1, C, *spatial)``.
         criterion: a name from :data:`CRITERIA` or a ``torch_pruning`` importance object.
         target_flops: MACs fraction to reach, in ``(0, 1)`` (0.5 = a 50 % reduction).
-        channels_per_step: channels removed per step (the last step may overshoot the target by
-            at most this many channels).
+        channels_per_step: channels removed per step (at most; see ``match_target``).
         batches_per_step: minibatches between removals (0: no training, criteria from one minibatch).
         finetune_batches: minibatches trained after the last removal.
         train_loss: ``(model, x, y) -> loss`` for training (default :func:`natural_loss`).
@@ -180,6 +180,12 @@ def iterative_prune(
             :func:`adversarial_loss` for the robustness-aware variant).
         optimizer: ``params -> optimizer`` (default SGD lr 0.01, momentum 0.9).
         ignored_layers: layers whose channels are kept.
+        match_target: stop at the target so that every criterion ends at about the same MACs: a
+            step that may cross the target (the previous step removed at least half the MACs still
+            above it) removes its ranked channels one at a time and stops once the target is
+            reached, so the final MACs undershoot the target by less than one channel's MACs
+            rather than up to ``channels_per_step`` channels'. ``False``: always
+            ``channels_per_step`` channels per step.
         max_steps: safety bound on pruning steps.
         seed: seed of the random criterion.
 
@@ -223,8 +229,9 @@ def iterative_prune(
             trained += 1
         return total / max(n, 1)
 
+    ratio, last_drop = pruner.flops_ratio(), 1.0
     for step in range(int(max_steps)):
-        if pruner.flops_ratio() <= target_flops:
+        if ratio <= target_flops:
             break
         if taylor:
             importance.reset()
@@ -233,8 +240,10 @@ def iterative_prune(
             x, y = next(stream)
             with importance.gated(model):
                 importance.accumulate(criterion_loss(model, x, y))
-        removed = pruner.step(int(channels_per_step))
-        ratio = pruner.flops_ratio()
+        near = match_target and 2 * last_drop >= ratio - target_flops  # this step may cross the target
+        removed = pruner.step(int(channels_per_step), stop_at=target_flops if near else None)
+        before, ratio = ratio, pruner.flops_ratio()
+        last_drop = before - ratio
         log.append({"step": step, "removed": removed, "flops_ratio": ratio, "train_loss": loss})
         if removed == 0:
             raise ValueError(f"target_flops={target_flops}: cannot be reached, every channel group is at its minimum "

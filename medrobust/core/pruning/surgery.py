@@ -237,11 +237,18 @@ class ChannelPruner:
         rows.sort()
         return rows
 
-    def step(self, n: int) -> int:
+    def step(self, n: int, *, stop_at: float | None = None) -> int:
         """Remove the ``n`` globally least important channels (each group keeps ``min_channels``).
 
+        Args:
+            n: channels to remove.
+            stop_at: a MACs ratio: remove the ranked channels one at a time and stop as soon as the
+                MACs ratio is at or below it (one surgery and one MACs count per channel), so a
+                target is undershot by less than one channel's MACs. ``None``: one surgery per group.
+
         Returns:
-            The number of channels removed (fewer than ``n`` when groups hit ``min_channels``).
+            The number of channels removed (fewer than ``n`` when groups hit ``min_channels`` or
+            ``stop_at`` is reached).
 
         Raises:
             ValueError: ``n < 1``.
@@ -250,20 +257,34 @@ class ChannelPruner:
             raise ValueError(f"n (channels to remove) must be >= 1, got {n}.")
         groups = self._groups()
         width = {gi: len(g[0].root_idxs) for gi, g in enumerate(groups)}
-        chosen: dict[int, list[int]] = {}
+        order: list[tuple[int, int]] = []
+        per_group: dict[int, list[int]] = {}
         for _, gi, c in self.ranking():
-            if sum(map(len, chosen.values())) >= n:
+            if len(order) >= n:
                 break
-            if width[gi] - len(chosen.get(gi, [])) > self.min_channels:
-                chosen.setdefault(gi, []).append(c)
-        for gi, idxs in chosen.items():
-            root = groups[gi][0].dep
-            sub = self.dg.get_pruning_group(root.target.module, root.handler, sorted(idxs))
-            if not self.dg.check_pruning_group(sub):
-                logger.warning("skipped an invalid pruning group rooted at %s", root.target.name)
-                continue
-            sub.prune()
-        removed = sum(map(len, chosen.values()))
+            if width[gi] - len(per_group.get(gi, [])) > self.min_channels:
+                per_group.setdefault(gi, []).append(c)
+                order.append((gi, c))
+        if stop_at is None:
+            removed = sum(self._prune(groups[gi], sorted(idxs)) for gi, idxs in per_group.items())
+        else:
+            removed, done = 0, {gi: [] for gi in per_group}
+            for gi, c in order:
+                if self.flops_ratio() <= stop_at:
+                    break
+                shifted = c - sum(1 for r in done[gi] if r < c)  # indices after the earlier removals in this group
+                if self._prune(groups[gi], [shifted]):
+                    done[gi].append(c)
+                    removed += 1
         self.model._medrobust_pruning_history = self.history
         logger.debug("pruned %d channels; MACs ratio now %.3f", removed, self.flops_ratio())
         return removed
+
+    def _prune(self, group: Any, idxs: list[int]) -> int:
+        root = group[0].dep
+        sub = self.dg.get_pruning_group(root.target.module, root.handler, idxs)
+        if not self.dg.check_pruning_group(sub):
+            logger.warning("skipped an invalid pruning group rooted at %s", root.target.name)
+            return 0
+        sub.prune()
+        return len(idxs)

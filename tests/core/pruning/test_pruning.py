@@ -202,6 +202,21 @@ def test_iterative_prune_reaches_flops_target(criterion):
     assert net(x).shape == (4, 2)
 
 
+
+@pytest.mark.parametrize("criterion", ["magnitude", "random"])
+def test_match_target_stops_inside_the_last_step(criterion):
+    x, res, removed = torch.rand(2, 1, 16, 16, 16), {}, {}
+    for match in (True, False):
+        torch.manual_seed(0)
+        net = UNet(3, 1, 2, channels=(8, 16, 32), strides=(2, 2), norm="batch")
+        res[match] = iterative_prune(net, [(x, None)], example_inputs=x[:1], criterion=criterion, target_flops=0.7,
+                                     channels_per_step=8, batches_per_step=0, match_target=match)
+        removed[match] = [s["removed"] for s in res[match].steps]
+        assert res[match].flops_ratio <= 0.7 and res[match].flops == count_flops(net, x[:1])[0]
+    assert set(removed[False]) == {8} and removed[True][-1] < 8  # stopped once the target was reached
+    assert sum(removed[True]) < sum(removed[False]) and res[True].flops_ratio > res[False].flops_ratio
+
+
 def test_robustness_aware_criterion_differs_from_natural():
     torch.manual_seed(0)
     net, x, y = _classifier(2), torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
