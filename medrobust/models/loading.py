@@ -296,7 +296,7 @@ def load_bundle(
         cfg = bundle_config_files(root, "inference")[0]
     except FileNotFoundError:
         raise FileNotFoundError(f"bundle {root}: no configs/inference.json (or .yaml) found.") from None
-    network = load_bundle_network(root, config_files=[cfg], weights=None)
+    network = load_bundle_network(root, config_files=[cfg.resolve()], weights=None)  # absolute: a relative bundle path is not re-rooted
 
     shape = _parse_input_size(input_size)
     meta_file = configs / "metadata.json"

@@ -308,10 +308,10 @@ def write_outputs(
             if first is not None:
                 panels = example_panels(model, first[1], first[0], plan, seed, crop_centre=first[2],
                                         crop_families=options.crop_families)
-                where = "ROI" if first[2] is not None else "foreground"
+                crops = any(label.endswith("(native crop)") for label, _ in panels)
+                where = f"; native crops inside the {'ROI' if first[2] is not None else 'foreground'}" if crops else ""
                 example_fig = plot_example_grid(
-                    panels, out / "examples.png",
-                    title=f"case {first[0]}: example perturbations (columns: severity; crops inside the {where})",
+                    panels, out / "examples.png", title=f"case {first[0]}: example perturbations (columns: severity{where})",
                 )
         except Exception as e:  # a figure must not lose a finished sweep
             logger.warning("example grid not drawn: %s: %s", type(e).__name__, e)

@@ -19,7 +19,7 @@ subgroup) with ``subgroup = "all"`` for every case:
 
 Every figure ``f`` has ``f_lo`` / ``f_hi``: a 95 % interval, exact Clopper-Pearson for the two
 proportions, otherwise a percentile bootstrap over cases (:mod:`.intervals`, 1000 resamples,
-seeded per cell from ``seed``, family, severity and subgroup, so the table is reproducible).
+seeded per cell from ``seed``, severity and subgroup, so the table is reproducible).
 
 Example:
     >>> import pandas as pd
@@ -188,7 +188,7 @@ def summarise(
                     positive_class,
                     margin=part["margin"].to_numpy(float),
                     margin0=m0.loc[ids].to_numpy(float),
-                    seed=sample_seed(fam, float(sev), sg, base_seed=seed) % (2**32),
+                    seed=sample_seed(float(sev), sg, base_seed=seed) % (2**32),  # not the family: identical clean cells get identical intervals
                     n_boot=n_boot,
                 )
                 rows.append({"family": fam, "severity": float(sev), "subgroup": sg, **m})

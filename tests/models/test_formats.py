@@ -151,3 +151,10 @@ def test_output_selection_errors_and_entry_point_errors(reference, monkeypatch) 
         load_model("user_nets.factory:build")
     with pytest.raises(ValueError, match="no output 'zzz'"):
         load_model(root / "model.onnx", input_size=(16, 16), output="zzz")
+
+
+def test_bundle_given_as_a_relative_path(reference, monkeypatch) -> None:
+    root, x, p = reference
+    monkeypatch.chdir(root)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model("bundle").probability(x), p, atol=1e-5, rtol=0)

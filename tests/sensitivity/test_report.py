@@ -53,3 +53,18 @@ def test_cnr_table_lists_the_chosen_families(tmp_path, builders, cnr_families, s
     section = report.read_text().split("## ROI contrast-to-noise ratio", 1)[1]
     listed = {f for f in ("blur", "fourier_lowpass") if f"| {f} |" in section}
     assert listed == shown
+
+
+def test_crop_lands_in_the_foreground_not_on_a_marker() -> None:
+    import torch
+
+    from medrobust.sensitivity.report import _crop_box, foreground_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, 400, 300)
+    x[:, :, :180] = 0.5 + 0.05 * torch.rand(1, 400, 180, generator=g)  # 'breast' on the left
+    x[:, 20:30, 260:290] = 1.0  # a burned-in laterality marker in the air: the brightest specks
+    x[:, 20:30, 260:290:2] = 0.0
+    rows, cols = _crop_box(x, 64)
+    assert cols.stop <= 180 and float(foreground_mask(x)[rows, cols].float().mean()) > 0.95
+    assert _crop_box(x, 64, centre=(300, 100)) == (slice(268, 332), slice(68, 132))
