@@ -8,7 +8,8 @@ Example::
 Each (policy, seed) trains the bundle's ``configs/train.json`` with its ``lr_scheduler`` replaced
 by :class:`medrobust.core.schedules.LRBenchScheduler` (``default`` keeps the bundle's own), then
 scores the final network on the training and validation splits (and the test split only with
-``--test``; selection never looks at it). Writes ``OUT/sweep.csv`` (one row per run, resumable),
+``--test``, with a case-bootstrap 95 % CI of its AUC and the per-case probabilities in
+``OUT/test_predictions/``; selection never looks at it). Writes ``OUT/sweep.csv`` (one row per run, resumable),
 ``OUT/sweep.png`` and logs the policy with the best mean validation AUC.
 """
 
@@ -126,7 +127,24 @@ def _scores(network, datalist) -> dict:
     probs = logits.softmax(1)
     conf, conf_sd = confidence(probs, y)
     return {"auc": float(roc_auc(logits, y)), "loss": float(torch.nn.functional.cross_entropy(logits, y)),
-            "accuracy": float((probs.argmax(1) == y).float().mean()), "confidence": conf, "confidence_sd": conf_sd}
+            "accuracy": float((probs.argmax(1) == y).float().mean()), "confidence": conf, "confidence_sd": conf_sd,
+            "_p": probs[:, 1].numpy(), "_y": y.numpy()}
+
+
+def _test_predictions(out_dir: Path, name: str, seed: int, p, y) -> dict:
+    """Write the per-case test probabilities (``OUT/test_predictions/<name>_<seed>.csv``: index, label,
+    p_positive; no identifiers) and return the case-bootstrap 95 % CI of the test AUC."""
+    import numpy as np
+
+    from medrobust.sensitivity.intervals import auc_rows, bootstrap_indices, percentile_interval
+
+    folder = out_dir / "test_predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savetxt(folder / f"{name}_{seed}.csv", np.column_stack([np.arange(len(y)), y, p]), delimiter=",",
+               header="index,label,p_positive", comments="", fmt=["%d", "%d", "%.6f"])
+    idx = bootstrap_indices(len(y), seed=seed)
+    lo, hi = percentile_interval(auc_rows(p[idx], y[idx]))
+    return {"test_auc_ci_lo": lo, "test_auc_ci_hi": hi}
 
 
 def _train_one(cfg: LRSweepConfig, name: str, settings: dict, seed: int, tmp: Path) -> dict:
@@ -163,8 +181,11 @@ def _train_one(cfg: LRSweepConfig, name: str, settings: dict, seed: int, tmp: Pa
         ds = wf.parser.get_parsed_content("dataset_dir")
         out = {"train_s": round(seconds, 1), "val_utility": utility(curve), "val_curve_max": max(curve)}
         for split in ("train", "val", *(("test",) if cfg.test else ())):
-            for k, v in _scores(network, get(ds, split, **kw)).items():
-                out[f"{split}_{k}"] = v
+            scores = _scores(network, get(ds, split, **kw))
+            p, y = scores.pop("_p"), scores.pop("_y")
+            out.update({f"{split}_{k}": v for k, v in scores.items()})
+            if split == "test":
+                out.update(_test_predictions(Path(cfg.out), name, seed, p, y))
         wf.finalize()
     out["gap_val_minus_train_loss"] = out["val_loss"] - out["train_loss"]
     out["val_epochs_to_0.9auc"] = cost_to_target(curve, 0.9)

@@ -60,3 +60,16 @@ def test_bad_policy_and_bundle_are_user_errors(tmp_path, capsys):
     assert "no configs/train.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["lr-sweep", "--bundle", str(tmp_path), "--out", str(tmp_path / "o"), "--policies", "warmup"])
+
+
+def test_lr_sweep_test_split_gets_ci_and_per_case_predictions(tiny_npz, tmp_path, repo_root):
+    out = tmp_path / "sweep"
+    argv = ["lr-sweep", "--bundle", str(repo_root / "bundles" / "lesion_classification"), "--out", str(out),
+            "--policies", "fix", "--seeds", "1", "--epochs", "1", "--dataset-dir", str(tiny_npz), "--test"]
+    assert main(argv) == 0
+    with open(out / "sweep.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    auc, lo, hi = (float(row[k]) for k in ("test_auc", "test_auc_ci_lo", "test_auc_ci_hi"))
+    assert 0.0 <= auc <= 1.0 and 0.0 <= lo <= hi <= 1.0
+    pred = np.loadtxt(out / "test_predictions" / "fix_1.csv", delimiter=",", skiprows=1)
+    assert pred.shape == (12, 3) and set(pred[:, 1]) == {0.0, 1.0} and ((pred[:, 2] >= 0) & (pred[:, 2] <= 1)).all()
