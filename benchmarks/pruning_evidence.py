@@ -24,9 +24,9 @@ from torch import nn
 
 from medrobust.core.attacks import pgd
 from medrobust.core.defenses import FastFGSMTraining
-from medrobust.core.metrics.classification import binary_auc
 from medrobust.core.pruning import adversarial_loss, count_flops, iterative_prune, natural_loss
 from medrobust.data.medmnist import medmnist_datalist
+from medrobust.sensitivity.intervals import auc_rows, bootstrap_indices, percentile_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "lesion_classification"
@@ -100,26 +100,20 @@ def predict(model, x, y, *, robust: bool, seed: int) -> dict:
     return out
 
 
-def bootstrap_mean_ci(per_seed: list[np.ndarray], y: np.ndarray, stat, n: int = 1000, seed: int = 0):
-    """Mean over seeds of ``stat(values, y)`` and a 95 % CI from resampling test cases (same resample for every seed)."""
-    rng = np.random.default_rng(seed)
-    point = float(np.mean([stat(v, y) for v in per_seed]))
-    boots = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if stat is _auc and len(np.unique(y[idx])) < 2:
-            continue
-        boots.append(np.mean([stat(v[idx], y[idx]) for v in per_seed]))
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return point, float(lo), float(hi)
+def seed_stats(per_seed: list[np.ndarray], y: np.ndarray, *, auc: bool, idx: np.ndarray) -> dict:
+    """Per-seed values, their mean and sd over seeds, and the 95 % case-bootstrap CI of the seed mean.
 
-
-def _auc(p, y):
-    return binary_auc(p, y)
-
-
-def _mean(c, y):
-    return float(np.mean(c))
+    Every seed is scored on the same resampled case sets ``idx`` (``(n_boot, n)`` from
+    :func:`medrobust.sensitivity.intervals.bootstrap_indices`), so the CI is of the mean over seeds.
+    ``auc``: values are probabilities scored by AUC; otherwise 0/1 correctness averaged.
+    """
+    score = (lambda v, i: auc_rows(v[i], y[i])) if auc else (lambda v, i: v[i].mean(-1))  # noqa: E731
+    full = np.arange(len(y))[None]
+    values = [float(score(np.asarray(v, dtype=float), full)[0]) for v in per_seed]
+    boots = np.mean([score(np.asarray(v, dtype=float), idx) for v in per_seed], axis=0)
+    lo, hi = percentile_interval(boots)
+    return {"values": values, "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else
+            float("nan"), "lo": lo, "hi": hi, "boots": boots}
 
 
 class Store:
@@ -264,43 +258,77 @@ def unet_part(out, store, seeds):
                         "params_ratio": res.params_ratio, "macs0": macs0, "s": time.perf_counter() - t0})
 
 
+def _fmt(st: dict) -> str:
+    return f"{st['mean']:.3f} ± {st['sd']:.3f} | [{st['lo']:.3f}, {st['hi']:.3f}] | " + ", ".join(f"{v:.3f}" for v in st["values"])
+
+
 def report(store, seeds, yte) -> None:
     y = yte.numpy()
+    idx = bootstrap_indices(len(y), seed=0)
 
-    def rows(prefix, names, robust):
-        for target in (1.0, *TARGETS):
-            for name in names:
-                runs = [store.get(f"{prefix}/{name}/{target}/{s}") for s in seeds]
-                runs = [r for r in runs if r]
-                if not runs:
-                    continue
-                auc = bootstrap_mean_ci([np.asarray(r["p"]) for r in runs], y, _auc)
-                fl = np.mean([r["flops_ratio"] for r in runs])
-                line = f"| {name} | {1 - target:.0%} | {fl:.3f} | {len(runs)} | {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}]"
-                if robust:
-                    ra = bootstrap_mean_ci([np.asarray(r["correct_adv"]) for r in runs], y, _mean)
-                    line += f" | {ra[0]:.3f} [{ra[1]:.3f}, {ra[2]:.3f}]"
-                print(line + " |")
+    def runs_of(prefix, name, target):
+        runs = [store.get(f"{prefix}/{name}/{target}/{s}") for s in seeds]
+        return [r for r in runs if r]
 
-    print("\n| criterion | target reduction | MACs kept | seeds | clean AUC [95% CI] |\n|---|---|---|---|---|")
-    rows("criteria", ("dense", "taylor", "magnitude", "random"), False)
-    print("\n| criterion | target reduction | MACs kept | seeds | clean AUC [95% CI] | PGD-10 acc 2/255 [95% CI] |"
-          "\n|---|---|---|---|---|---|")
-    rows("robust", ("dense", "natural", "robust"), True)
-    un = [store.get(f"unet/{s}") for s in seeds]
-    un = [u for u in un if u]
+    def macs(runs):
+        fl = [r["flops_ratio"] for r in runs]
+        return f"{np.mean(fl):.3f} [{min(fl):.3f}, {max(fl):.3f}]"
+
+    print("\n| criterion | target reduction | MACs kept, mean [min, max] | seeds | clean AUC mean ± sd over seeds | "
+          "95% CI (test cases) | AUC per seed |\n|---|---|---|---|---|---|---|")
+    stats = {}
+    for target in (1.0, *TARGETS):
+        for name in ("dense", "taylor", "magnitude", "random"):
+            runs = runs_of("criteria", name, target)
+            if runs:
+                stats[name, target] = st = seed_stats([r["p"] for r in runs], y, auc=True, idx=idx)
+                print(f"| {name} | {1 - target:.0%} | {macs(runs)} | {len(runs)} | {_fmt(st)} |")
+    print("\n| target reduction | Taylor - magnitude AUC, mean over seeds | 95% CI (paired, test cases) | seeds Taylor >= magnitude |"
+          "\n|---|---|---|---|")
+    for target in TARGETS:
+        t, m = stats.get(("taylor", target)), stats.get(("magnitude", target))
+        if t and m and len(t["values"]) == len(m["values"]):
+            lo, hi = percentile_interval(t["boots"] - m["boots"])
+            wins = sum(a >= b for a, b in zip(t["values"], m["values"]))
+            print(f"| {1 - target:.0%} | {t['mean'] - m['mean']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {wins} of {len(t['values'])} |")
+
+    print("\n| criterion | target reduction | MACs kept, mean [min, max] | seeds | clean AUC mean ± sd | 95% CI | per seed "
+          "| PGD-10 acc 2/255 mean ± sd | 95% CI | per seed |\n|---|---|---|---|---|---|---|---|---|---|")
+    rob = {}
+    for target in (1.0, *TARGETS):
+        for name in ("dense", "natural", "robust"):
+            runs = runs_of("robust", name, target)
+            if runs:
+                auc = seed_stats([r["p"] for r in runs], y, auc=True, idx=idx)
+                rob[name, target] = ra = seed_stats([r["correct_adv"] for r in runs], y, auc=False, idx=idx)
+                print(f"| {name} | {1 - target:.0%} | {macs(runs)} | {len(runs)} | {_fmt(auc)} | {_fmt(ra)} |")
+    print("\n| target reduction | robust - natural criterion, PGD-10 acc | 95% CI (paired) | seeds robust >= natural |"
+          "\n|---|---|---|---|")
+    for target in TARGETS:
+        r, n = rob.get(("robust", target)), rob.get(("natural", target))
+        if r and n and len(r["values"]) == len(n["values"]):
+            lo, hi = percentile_interval(r["boots"] - n["boots"])
+            wins = sum(a >= b for a, b in zip(r["values"], n["values"]))
+            print(f"| {1 - target:.0%} | {r['mean'] - n['mean']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {wins} of {len(r['values'])} |")
+
+    un = [(s, store.get(f"unet/{s}")) for s in seeds]
+    un = [(s, u) for s, u in un if u]
     if un:
         print("\n| seed | MACs kept | params kept | Dice dense | Dice pruned | difference |\n|---|---|---|---|---|---|")
-        for s, u in zip(seeds, un):
+        diffs = []
+        for s, u in un:
             d0, d1 = np.mean(u["dense"]), np.mean(u["pruned"])
+            diffs.append(d1 - d0)
             print(f"| {s} | {u['flops_ratio']:.3f} | {u['params_ratio']:.3f} | {d0:.3f} | {d1:.3f} | {d1 - d0:+.3f} |")
+        print(f"\nDice difference over {len(diffs)} seeds: mean {np.mean(diffs):+.3f}, min {min(diffs):+.3f}, max {max(diffs):+.3f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--parts", nargs="+", default=["criteria", "robust", "unet"])
+    ap.add_argument("--parts", nargs="+", default=["criteria", "robust", "unet"],
+                    choices=["criteria", "robust", "unet", "report"], help="'report' alone: only print the tables")
     ap.add_argument("--budget", type=int, default=120, help="minibatches of training after the dense model (all criteria)")
     args = ap.parse_args()
     torch.set_num_threads(1)
