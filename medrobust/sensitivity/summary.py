@@ -153,7 +153,9 @@ def summarise(
     """
     if predictions.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
-    df = predictions.copy()
+    # rows in a canonical order: the bootstraps resample by position, so intervals must not depend on the
+    # order rows were written in (batching, resumes, merged torchrun shards)
+    df = predictions.sort_values(["case_id", "family", "severity"], kind="stable").reset_index(drop=True)
     if "margin" not in df:
         df["margin"] = np.nan
     df["severity"] = df["severity"].astype(float)
