@@ -84,7 +84,7 @@ def penalized_attack(
         loss: per-sample loss ``(output, y) -> (B, ...)``.
         w_map: per-voxel cost weights ``(*spatial)`` (already multiplied by any scale).
         gamma: price multiplier.
-        steps: ascent steps; ``lr``: step size, capped at ``0.9 / (2 gamma max(w_map))`` so the
+        steps: ascent steps; ``lr``: step size, capped per voxel at ``0.9 / (2 gamma w)`` so the
             quadratic penalty's own iteration cannot oscillate (see :func:`stable_step`).
 
     Returns:
@@ -102,9 +102,14 @@ def penalized_attack(
     return z.detach()
 
 
-def stable_step(lr: float, gamma: float, w_map: torch.Tensor) -> float:
-    """``min(lr, 0.9 / (2 gamma max(w_map)))``: the largest ascent step for which ``z -= lr 2 gamma w (z - x)`` contracts."""
-    return min(float(lr), 0.9 / (2.0 * float(gamma) * float(w_map.max())))
+def stable_step(lr: float, gamma: float, w_map: torch.Tensor) -> torch.Tensor:
+    """Per-voxel ascent step ``min(lr, 0.9 / (2 gamma w))`` ``(*spatial)``.
+
+    The penalty is separable per voxel, so capping each voxel's step by its own price keeps the
+    quadratic part contracting (``z -= step 2 gamma w (z - x)``) while cheap features still take
+    the full step ``lr`` (one global cap would freeze them once ``w`` spreads).
+    """
+    return torch.clamp(0.9 / (2.0 * float(gamma) * w_map.clamp_min(1e-30)), max=float(lr))
 
 
 def environment_risk(losses: torch.Tensor, env: torch.Tensor, alpha: float) -> torch.Tensor:

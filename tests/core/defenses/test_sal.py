@@ -93,3 +93,10 @@ def test_errors():
                                 iteration_update=SAL(num_features=4))
     with pytest.raises(ValueError, match="environment ids under batch key 'env'"):
         trainer.run()
+
+
+def test_stable_step_is_per_voxel():
+    from medrobust.core.defenses.sal import stable_step
+
+    step = stable_step(1.0, 2.0, torch.tensor([[0.01, 1.0], [10.0, 0.1]]))
+    assert step.tolist() == pytest.approx([[1.0, 0.225], [0.0225, 1.0]])
