@@ -22,19 +22,18 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 from monai.networks.nets import LocalNet, UNet
 
 from medrobust.core.pruning import count_flops, iterative_prune
+from medrobust.models.bundle import load_bundle_network
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lesion_net() -> torch.nn.Module:
-    p = ConfigParser()
-    p.read_config(str(ROOT / "bundles" / "lesion_classification" / "configs" / "train.json"))
-    p["device"] = "$torch.device('cpu')"
-    return p.get_parsed_content("network_def", lazy=False)
+def lesion_net() -> nn.Module:
+    """The lesion bundle's network (``train.json``), freshly initialised (global RNG), in train mode."""
+    return load_bundle_network(ROOT / "bundles" / "lesion_classification", config_files=["train.json"], weights=None,
+                               overrides={"device": "$torch.device('cpu')"}).train()
 
 
 def allocated_bytes(net: torch.nn.Module, x: torch.Tensor) -> int:

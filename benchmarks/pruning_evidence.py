@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from torch import nn
 
 from medrobust.core.attacks import pgd
 from medrobust.core.defenses import FastFGSMTraining
 from medrobust.core.pruning import adversarial_loss, count_flops, iterative_prune, natural_loss
 from medrobust.data.medmnist import medmnist_datalist
+from medrobust.models.bundle import load_bundle_network
 from medrobust.sensitivity.intervals import auc_rows, bootstrap_indices, percentile_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +36,9 @@ EPS = 2 / 255
 
 
 def bundle_network() -> nn.Module:
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "train.json"))
-    parser["device"] = "$torch.device('cpu')"
-    return parser.get_parsed_content("network_def", lazy=False)
+    """The lesion bundle's network (``train.json``), freshly initialised (global RNG), in train mode."""
+    return load_bundle_network(BUNDLE, config_files=["train.json"], weights=None,
+                               overrides={"device": "$torch.device('cpu')"}).train()
 
 
 def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
