@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = resolve_plan(None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = generate_mammograms(Path(tmp) / "mammo", n=args.n, seed=args.seed, full_size=True)
+        gen = generate_mammograms(Path(tmp) / "gen", n=max(4, args.n), seed=args.seed, full_size=True)  # it writes >= 4
+        data = Path(tmp) / "mammo"
+        data.mkdir()
+        for it in sorted(scan_dataset(gen)[0], key=lambda i: i.case_id)[: args.n]:
+            it.path.rename(data / it.path.name)
         items = scan_dataset(data)[0]
         n_items = len(items)
         native = tuple(load_image(items[0]).array.shape[1:])
