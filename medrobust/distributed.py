@@ -6,9 +6,9 @@ unchanged command in N processes; torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL
 environment selects the shard (:func:`dist_context`). Cases are sorted by id and dealt round-robin
 (:func:`shard_cases`): the shard of a case depends only on the case set and the world size.
 Rank ``r`` writes ``OUT/shards/rank-r-of-N`` (a complete, resumable sensitivity store of its
-cases); a killed rank started again resumes its shard. When every rank is done
-(``torch.distributed`` barrier over gloo on CPU, nccl on GPU: :func:`backend_for`), rank 0
-copies the shards' rows into ``OUT`` under the identity a single-process run would have and
+cases); a killed rank started again resumes its shard. When every rank has written its status
+file (no process group is needed: the ranks share only the output folder, so the same code runs
+under torchrun, multi-node torchrun on a shared file system, or a SLURM array), rank 0 copies the shards' rows into ``OUT`` under the identity a single-process run would have and
 runs the sweep there: nothing is left to compute, so summary, plots and report are written
 from exactly the predictions a single process would have made (every prediction is a function of
 its case, family, severity and seed only).
@@ -23,10 +23,10 @@ Example:
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,16 +167,54 @@ def merge_shards(out: str | Path, world_size: int) -> int:
     return n
 
 
-def run_sensitivity_distributed(model: Any, data: str | Path, out: str | Path, **kwargs: Any) -> Any:
+def _status_path(out: str | Path, rank: int, world_size: int) -> Path:
+    return shard_dir(out, rank, world_size).with_name(f"rank-{rank:03d}-of-{world_size:03d}.status.json")
+
+
+def _run_id() -> str:
+    return os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_ARRAY_JOB_ID") or "none"
+
+
+def _wait_for_ranks(out: str | Path, world_size: int, started: float, poll_s: float) -> None:
+    """Rank 0: block until every rank of this job wrote its status file; raise if one failed."""
+    run_id = _run_id()
+    pending = set(range(world_size))
+    last_log = time.monotonic()
+    while pending:
+        for r in sorted(pending):
+            path = _status_path(out, r, world_size)
+            try:
+                status = json.loads(path.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            # a status file of an earlier job (same folder) does not count
+            if status.get("run_id") != run_id or (run_id == "none" and path.stat().st_mtime < started - 5):
+                continue
+            if not status.get("ok"):
+                raise RuntimeError(f"rank {r} failed ({status.get('error')}); run the job again to resume its shard.")
+            pending.discard(r)
+        if pending:
+            if time.monotonic() - last_log > 60:
+                logger.info("rank 0: waiting for rank(s) %s to finish their shards", sorted(pending))
+                last_log = time.monotonic()
+            time.sleep(poll_s)
+
+
+def run_sensitivity_distributed(model: Any, data: str | Path, out: str | Path, *, poll_s: float = 0.5, **kwargs: Any) -> Any:
     """:func:`medrobust.sensitivity.run_sensitivity`, sharded over the ranks of a torchrun job.
 
-    Every rank sweeps its shard (``cases=``) into :func:`shard_dir`; after a barrier rank 0 merges
+    Every rank sweeps its shard (``cases=``) into :func:`shard_dir` and writes a status file
+    next to it; rank 0, once every rank's status is in (no collective communication: a shared
+    folder is enough, so a SLURM array with ``RANK``/``WORLD_SIZE`` set per task works too), merges
     (:func:`merge_shards`) and finishes the run in ``out`` (summary, report). Outside torchrun
     (world size 1) this is ``run_sensitivity`` itself. Takes ``run_sensitivity``'s arguments
     (``cases`` is set here, so it may not be given).
 
     Returns:
         Rank 0: the merged :class:`~medrobust.sensitivity.SensitivityResult`; other ranks: their shard's.
+
+    Raises:
+        RuntimeError: another rank failed (rank 0), with its error.
     """
     from medrobust.sensitivity import run_sensitivity
 
@@ -185,39 +223,24 @@ def run_sensitivity_distributed(model: Any, data: str | Path, out: str | Path, *
         return run_sensitivity(model, data, out, **kwargs)
     if kwargs.get("cases") is not None:
         raise ValueError("run_sensitivity_distributed chooses the cases of each rank; do not pass cases.")
-    import torch.distributed as dist
-
+    started = time.time()
     device = _device_for_rank(kwargs.pop("device", "cpu"), ctx)
-    own_group = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend_for(device), timeout=datetime.timedelta(days=7))
-        own_group = True
+    status = _status_path(out, ctx.rank, ctx.world_size)
+    status.parent.mkdir(parents=True, exist_ok=True)
+    status.unlink(missing_ok=True)
+    shard = shard_cases(_case_ids(data, out), rank=ctx.rank, world_size=ctx.world_size)
+    if not shard:
+        raise ValueError(f"rank {ctx.rank} of {ctx.world_size} has no case; use fewer processes than cases.")
+    logger.info("rank %d of %d: %d cases -> %s", ctx.rank, ctx.world_size, len(shard), shard_dir(out, ctx.rank, ctx.world_size))
     try:
-        shard = shard_cases(_case_ids(data, out), rank=ctx.rank, world_size=ctx.world_size)
-        logger.info("rank %d of %d: %d cases -> %s", ctx.rank, ctx.world_size, len(shard), shard_dir(out, ctx.rank, ctx.world_size))
-        result = None
-        error: BaseException | None = None
-        if shard:
-            try:
-                result = run_sensitivity(model, data, shard_dir(out, ctx.rank, ctx.world_size), cases=shard, report=False,
-                                         device=device, **{**kwargs, "progress": kwargs.get("progress", True) and ctx.rank == 0})  # fmt: skip
-            except BaseException as e:  # still reach the barrier, or the other ranks wait forever
-                error = e
-        flags = [None] * ctx.world_size
-        dist.all_gather_object(flags, None if error is None else f"{type(error).__name__}: {error}")
-        if error is not None:
-            raise error
-        failed = [(r, f) for r, f in enumerate(flags) if f]
-        if failed:
-            raise RuntimeError(f"rank(s) {[r for r, _ in failed]} failed ({failed[0][1]}); run the job again to resume.")
-        if ctx.rank == 0:
-            n_shards = sum(1 for r in range(ctx.world_size) if (shard_dir(out, r, ctx.world_size) / "manifest.json").is_file())
-            if n_shards != ctx.world_size:
-                raise ValueError(f"only {n_shards} of {ctx.world_size} ranks had cases; use fewer processes than cases.")
-            merge_shards(out, ctx.world_size)
-            result = run_sensitivity(model, data, out, device=device, **kwargs)
-        dist.barrier()
+        result = run_sensitivity(model, data, shard_dir(out, ctx.rank, ctx.world_size), cases=shard, report=False,
+                                 device=device, **{**kwargs, "progress": kwargs.get("progress", True) and ctx.rank == 0})  # fmt: skip
+    except BaseException as e:
+        status.write_text(json.dumps({"run_id": _run_id(), "ok": False, "error": f"{type(e).__name__}: {e}"}))
+        raise
+    status.write_text(json.dumps({"run_id": _run_id(), "ok": True, "n": len(result.predictions)}))
+    if ctx.rank != 0:
         return result
-    finally:
-        if own_group:
-            dist.destroy_process_group()
+    _wait_for_ranks(out, ctx.world_size, started, poll_s)
+    merge_shards(out, ctx.world_size)
+    return run_sensitivity(model, data, out, device=device, **kwargs)
