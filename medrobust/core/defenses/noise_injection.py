@@ -249,13 +249,25 @@ class NoiseInjectionTraining(PGDAdversarialTraining):
     (``label="prediction"``; ``"true"`` uses the labels). The noise is drawn in every forward,
     during the attack too. Works for any network; noise layers come from :func:`inject_noise`.
 
+    With ``inject`` set (what :func:`~medrobust.core.defenses.build_defense` does for ``"pni-w"``,
+    ``"pni-c"``, ``"cni"``, so a bundle's ``defense`` switch selects them), the first iteration
+    swaps the trainer's network in place (:func:`inject_noise`, unless it already has noisy
+    layers) and adds the new noise parameters to the trainer's optimiser as a group without
+    weight decay. A learning-rate scheduler built before that does not schedule the new group
+    (it keeps the optimiser's initial rate). The saved checkpoint then holds the noisy network's
+    keys (``<layer>.layer.weight``, ``<layer>.alpha``): load it into a network passed through
+    the same :func:`inject_noise`, not into the plain one.
+
     Args:
         eps, steps, alpha, norm, random_start, clean_weight: as PGD-AT (``clean_weight`` 0.5).
         label: ``"prediction"`` or ``"true"``.
+        inject: ``None`` (the network is already noisy), ``"pni"`` or ``"cni"``.
+        per_channel: with ``inject="pni"``: one ``alpha`` per output channel (PNI-C).
         **kwargs: ``bounds``, ``attack_loss``, ``loss_fn``, ``attack_in_eval_mode``, ``seed``.
 
     Raises:
-        ValueError: ``label`` unknown (and PGD-AT's checks).
+        ValueError: ``label`` or ``inject`` unknown, ``per_channel`` without ``inject="pni"``
+            (and PGD-AT's checks).
 
     Example:
         >>> net = inject_noise(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)))
@@ -266,12 +278,32 @@ class NoiseInjectionTraining(PGDAdversarialTraining):
 
     name = "noise-injection-at"
 
-    def __init__(self, *, eps: float, clean_weight: float = 0.5, label: str = "prediction", **kwargs: Any) -> None:
+    def __init__(self, *, eps: float, clean_weight: float = 0.5, label: str = "prediction", inject: str | None = None,
+                 per_channel: bool = False, **kwargs: Any) -> None:
         super().__init__(eps=eps, clean_weight=clean_weight, **kwargs)
         if label not in ("prediction", "true"):
             raise ValueError(f"label must be 'prediction' or 'true', got {label!r}.")
+        if inject is not None and inject not in _KINDS:
+            raise ValueError(f"inject must be None or one of {_KINDS}, got {inject!r}.")
+        if per_channel and inject != "pni":
+            raise ValueError(f"per_channel applies to inject='pni' only, got inject={inject!r}.")
         check_number("clean_weight", clean_weight, low=0, high=1)
-        self.label = label
+        self.label, self.inject, self.per_channel = label, inject, bool(per_channel)
+
+    def attach(self, engine: Any) -> None:
+        """On the first iteration, with ``inject`` set: make the trainer's network noisy (in place)."""
+        super().attach(engine)
+        net = getattr(engine, "network", None)
+        if self.inject is None or net is None or noisy_layers(net):
+            return
+        inject_noise(net, kind=self.inject, per_channel=self.per_channel)
+        optimizer = getattr(engine, "optimizer", None)
+        if optimizer is not None:
+            optimizer.add_param_group({"params": noise_parameter_groups(net, weight_decay=0.0)[1]["params"],
+                                       "weight_decay": 0.0})
+        logger.warning("%s: injected %s noise into the trainer's network (%d layers%s); checkpoints now hold the "
+                       "noisy network's keys.", type(self).__name__, self.inject, len(noisy_layers(net)),
+                       ", per channel" if self.per_channel else "")
 
     def make_adversarial(self, forward: Any, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
         if self.label == "true":

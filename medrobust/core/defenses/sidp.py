@@ -126,13 +126,19 @@ class SIDPTraining:
         batch_size: ``B`` of the noise formula and of the gradient average: the expected batch
             size (``q N`` under Poisson sampling); ``None`` uses each batch's size.
         seed: seed of the weight-noise generator.
+        convert_normalization: at the first step, make the model's normalisation layers
+            non-affine in place (:func:`non_affine_normalization`; what
+            :func:`~medrobust.core.defenses.build_defense` ``("sidp")`` sets, so that a bundle's
+            BatchNorm network trains). The checkpoint then holds the converted network's keys
+            (no BatchNorm statistics): load it into a network converted the same way.
 
     Attributes:
         last_noise_scale: ``s`` of the latest step.
 
     Raises:
         ValueError: ``max_grad_norm`` <= 0, ``noise_multiplier`` < 0, ``batch_size`` <= 0; at the
-            first step, a model with BatchNorm or affine normalisation.
+            first step, a model with BatchNorm or affine normalisation (without
+            ``convert_normalization``), or whose root module is itself a normalisation layer.
 
     Example:
         >>> from monai.engines import SupervisedTrainer
@@ -144,13 +150,14 @@ class SIDPTraining:
         >>> trainer.run()
     """
 
-    def __init__(self, *, max_grad_norm: float, noise_multiplier: float, batch_size: float | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, *, max_grad_norm: float = 1.0, noise_multiplier: float = 1.0, batch_size: float | None = None,
+                 seed: int = 0, convert_normalization: bool = False) -> None:
         self.max_grad_norm = float(check_positive("max_grad_norm", max_grad_norm))
         self.noise_multiplier = float(check_number("noise_multiplier", noise_multiplier, low=0))
         self.batch_size = None if batch_size is None else float(check_positive("batch_size", batch_size))
         self.generator = torch.Generator().manual_seed(int(seed))
         self.last_noise_scale = 0.0
+        self.convert_normalization = bool(convert_normalization)
         self._checked: set[int] = set()
 
     def per_example_gradients(self, model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -169,6 +176,12 @@ class SIDPTraining:
              loss_fn: Callable) -> torch.Tensor:
         """One SIDP update of ``model`` on ``(x, y)``; returns the per-example losses at the noisy weights."""
         if id(model) not in self._checked:
+            if self.convert_normalization:
+                if non_affine_normalization(model) is not model:
+                    raise ValueError(f"SIDP: the model itself is a normalisation layer ({type(model).__name__}); "
+                                     "convert_normalization needs a network containing it.")
+                logger.warning("SIDP: normalisation layers of the trainer's network made non-affine (in place); "
+                               "checkpoints now hold the converted network's keys.")
             _check_sidp_model(model)
             self._checked.add(id(model))
         b_exp = self.batch_size if self.batch_size is not None else float(x.shape[0])

@@ -11,7 +11,15 @@ import pytest
 import torch
 from monai.bundle import verify_metadata, verify_net_in_out
 
-from medrobust.core.defenses import ADTEXP, TRADES, PGDAdversarialTraining, build_defense
+from medrobust.core.defenses import (
+    ADTEXP,
+    TRADES,
+    NoiseInjectionTraining,
+    PGDAdversarialTraining,
+    SIDPTraining,
+    build_defense,
+)
+from medrobust.core.defenses.noise_injection import noisy_layers
 from medrobust.models import bundle_parser, load_bundle_network
 
 SMALL = {"spatial_size": [16, 16], "batch_size": 8, "learning_rate": 0.01}
@@ -86,6 +94,31 @@ def test_defense_selected_in_train_config(run_workflow, synthetic_npz, tmp_path,
         assert step.beta == 3.0
     if defense == "adt-exp":
         assert step.lam == 0.05
+    assert "val_robust_accuracy_eps2" in wf.parser.get_parsed_content("validate::evaluator").state.metrics
+    assert (tmp_path / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("defense, kind, per_channel", [("pni-w", "pni", False), ("pni-c", "pni", True), ("cni", "cni", False),
+                                                      ("sidp", None, False)])
+def test_randomised_and_private_defenses_selected_in_train_config(run_workflow, synthetic_npz, tmp_path, defense, kind,
+                                                                 per_channel):
+    wf = run_workflow(["train.json"], epochs=1, dataset_dir=str(synthetic_npz), ckpt_dir=str(tmp_path), defense=defense,
+                      attack_steps=2, **SMALL)
+    step, net = wf.trainer._process_function, wf.parser.get_parsed_content("network")
+    if kind is None:  # SIDP: the BatchNorm network was made non-affine in place, and trained
+        assert isinstance(step, SIDPTraining) and step.convert_normalization and step.last_noise_scale > 0
+        assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+        assert any(isinstance(m, torch.nn.GroupNorm) and not m.affine for m in net.modules())
+    else:  # PNI/CNI: the trainer's network is noisy, and its noise parameters are in the optimiser
+        assert isinstance(step, NoiseInjectionTraining) and step.steps == 2 and step.eps == pytest.approx(2 / 255)
+        layers = noisy_layers(net)
+        assert len(layers) == 5 and all(m.kind == kind for m in layers)
+        assert all((m.alpha.numel() > 1) == per_channel for m in layers if kind == "pni")
+        noise_ids = {id(p) for m in layers for p in m.parameters(recurse=False)}
+        last = wf.trainer.optimizer.param_groups[-1]
+        assert {id(p) for p in last["params"]} == noise_ids and last["weight_decay"] == 0.0
+        x = torch.rand(2, 1, 16, 16)
+        assert not torch.equal(net.eval()(x), net(x)), "the noise stays on in eval mode"
     assert "val_robust_accuracy_eps2" in wf.parser.get_parsed_content("validate::evaluator").state.metrics
     assert (tmp_path / "model.pt").is_file()
 

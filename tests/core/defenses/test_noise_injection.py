@@ -14,11 +14,13 @@ from medrobust.core.defenses import (
     NoiseInjectionTraining,
     NoisyLayer,
     PGDAdversarialTraining,
+    build_defense,
     inject_noise,
     noise_disabled,
     noise_parameter_groups,
     set_noise_generator,
 )
+from medrobust.core.defenses.noise_injection import noisy_layers
 
 
 def monai_net(dims: int) -> nn.Module:
@@ -155,3 +157,38 @@ def test_exclude_keeps_layer_deterministic_and_no_double_swap():
     inject_noise(net)
     assert isinstance(net[4], NoisyLayer)
     assert not any(isinstance(m.layer, NoisyLayer) for m in net.modules() if isinstance(m, NoisyLayer))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name, kind, per_channel", [("pni-w", "pni", False), ("PNI_C", "pni", True), ("cni", "cni", False)])
+def test_build_defense_names_inject_noise_at_first_iteration(dims, name, kind, per_channel):
+    step = build_defense(name, eps=2 / 255, steps=1, seed=0)
+    assert isinstance(step, NoiseInjectionTraining) and (step.inject, step.per_channel) == (kind, per_channel)
+    net = monai_net(dims)
+    x, y = data(dims)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=[{"image": x, "label": y}] * 2,
+                                network=net, optimizer=opt, loss_function=nn.CrossEntropyLoss(), iteration_update=step)
+    trainer.run()
+    layers = noisy_layers(net)
+    assert len(layers) == 3 and all(m.kind == kind and m.per_channel == per_channel for m in layers)
+    # the noise parameters were added once, without weight decay, and were trained
+    assert len(opt.param_groups) == 2 and opt.param_groups[1]["weight_decay"] == 0.0
+    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for m in layers for p in m.parameters(recurse=False)}
+    assert all(opt.state[p] for p in opt.param_groups[1]["params"])
+    trainer.run()  # a second run does not inject again
+    assert len(opt.param_groups) == 2 and not any(isinstance(m.layer, NoisyLayer) for m in layers)
+
+
+def test_inject_option_bad_settings_and_noisy_net_kept():
+    with pytest.raises(ValueError, match="inject must be None or one of"):
+        NoiseInjectionTraining(eps=0.01, inject="gauss")
+    with pytest.raises(ValueError, match="per_channel applies to inject='pni'"):
+        NoiseInjectionTraining(eps=0.01, inject="cni", per_channel=True)
+    net = inject_noise(monai_net(2), kind="cni", rank=2)  # already noisy: inject= leaves it alone
+    x, y = data(2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=[{"image": x, "label": y}], network=net,
+                      optimizer=opt, loss_function=nn.CrossEntropyLoss(),
+                      iteration_update=NoiseInjectionTraining(eps=0.01, steps=1, inject="pni")).run()
+    assert all(m.kind == "cni" for m in noisy_layers(net)) and len(opt.param_groups) == 1

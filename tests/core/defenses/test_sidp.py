@@ -11,7 +11,14 @@ from monai.networks.blocks import Convolution
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from medrobust.core.defenses import SIDPTraining, dp_epsilon, make_dp_sgd, non_affine_normalization, opacus_compatible
+from medrobust.core.defenses import (
+    SIDPTraining,
+    build_defense,
+    dp_epsilon,
+    make_dp_sgd,
+    non_affine_normalization,
+    opacus_compatible,
+)
 from medrobust.core.defenses.sidp import sidp_noise_scale
 
 
@@ -119,3 +126,25 @@ def test_sidp_bad_settings():
         SIDPTraining(max_grad_norm=1.0, noise_multiplier=-1.0)
     with pytest.raises(ValueError, match="batch_size must be > 0"):
         sidp_noise_scale(lr=0.1, max_grad_norm=1.0, noise_multiplier=1.0, batch_size=0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_build_defense_sidp_converts_batchnorm_at_first_step(dims):
+    step = build_defense("sidp", eps=2 / 255, steps=3, max_grad_norm=0.5, noise_multiplier=2.0, seed=1)
+    assert isinstance(step, SIDPTraining) and step.convert_normalization
+    assert (step.max_grad_norm, step.noise_multiplier) == (0.5, 2.0)
+    assert build_defense("sidp").max_grad_norm == 1.0  # no eps needed, defaults C = sigma = 1
+    net = nn.Sequential(Convolution(dims, 1, 4, kernel_size=3, norm="batch"), nn.Flatten(), nn.Linear(4 * 5**dims, 2))
+    x = torch.rand((6, 1) + (5,) * dims, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1] * 3)
+    before = [p.detach().clone() for p in net.parameters() if p.ndim > 1]
+    SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=[(x, y)], network=net,
+                      optimizer=torch.optim.SGD(net.parameters(), 0.1), loss_function=nn.CrossEntropyLoss(),
+                      iteration_update=step).run()
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    assert any(isinstance(m, nn.GroupNorm) and not m.affine for m in net.modules())
+    assert step.last_noise_scale == pytest.approx(0.1 * 0.5 * 2.0 / 6)
+    assert any(not torch.equal(a, b) for a, b in zip(before, [p for p in net.parameters() if p.ndim > 1]))
+    with pytest.raises(ValueError, match="the model itself is a normalisation layer"):
+        SIDPTraining(convert_normalization=True).step(nn.BatchNorm1d(4), torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.1),
+                                                      torch.rand(2, 4), torch.tensor([0, 1]), nn.CrossEntropyLoss())
