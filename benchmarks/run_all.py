@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], Path | None]] = {
     "pruning": ("pruning.md", ["--repeat", "5"], ["--repeat", "1"], None),
     "reconstruction": ("reconstruction.md", ["--repeats", "3"], ["--repeats", "1"], None),
     "quantization": ("quantization.md", ["--repeats", "3"], ["--repeats", "1"], None),
+    "noise_defenses_cost": ("noise_defenses.md", ["--repeats", "3"],
+                            ["--repeats", "1", "--n", "64", "--ks", "1", "2", "--eot_n", "8", "--attack_steps", "2"], None),
     "registration_bspline": ("registration.md", [], [], SHARED / "mrus_dev"),
 }
 
