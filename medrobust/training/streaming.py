@@ -31,6 +31,7 @@ Example:
     >>> tr.fit(paths)
     >>> tr.chunks_done, len(tr.replay)
     (2, 8)
+    >>> import shutil; shutil.rmtree(d)
 """
 
 from __future__ import annotations
