@@ -120,7 +120,61 @@ def inference_rows(repeats: int) -> list[dict]:
     return rows
 
 
-def markdown(train: list[dict], infer: list[dict], repeats: int, command: str) -> str:
+def support_rows() -> list[dict]:
+    """Which int8 routes accept Conv2d / Conv3d here: torchao's quantize_ configs, torchao PT2E
+    (X86 inductor quantizer, eager), ONNX Runtime static / dynamic quantisation."""
+    import importlib.util
+    import warnings
+
+    rows = []
+    for nd in (2, 3):
+        conv = torch.nn.Conv2d if nd == 2 else torch.nn.Conv3d
+        net = torch.nn.Sequential(conv(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6**nd, 2)).eval()
+        x = torch.rand(2, 1, *([8] * nd))
+        ref = net(x)
+
+        def attempt(route: str, fn: Callable[[], torch.Tensor]) -> None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out = fn()
+                rows.append({"route": route, "dims": f"{nd}-D", "result": f"runs (max abs error {float((out - ref).abs().max()):.4f})"})
+            except Exception as e:  # the point is to record what fails and how
+                msg = str(e)
+                op = msg.split("op='")[1].split("'")[0] if "op='" in msg else msg[:90]
+                rows.append({"route": route, "dims": f"{nd}-D", "result": f"fails: {type(e).__name__} ({op})"})
+
+        if importlib.util.find_spec("torchao") is None:
+            rows.append({"route": "torchao", "dims": f"{nd}-D", "result": "not installed"})
+        else:
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+            for cfg in (Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig):
+                def run_ao(cfg=cfg) -> torch.Tensor:
+                    m = copy.deepcopy(net)
+                    quantize_(m, cfg(), filter_fn=lambda mod, fqn: isinstance(mod, (conv, torch.nn.Linear)))
+                    return m(x)
+                attempt(f"torchao quantize_({cfg.__name__})", run_ao)
+
+            def run_pt2e() -> torch.Tensor:
+                import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+                from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+                q = xiq.X86InductorQuantizer()
+                q.set_global(xiq.get_default_x86_inductor_quantization_config())
+                prepared = prepare_pt2e(torch.export.export(copy.deepcopy(net), (x,)).module(), q)
+                prepared(x)
+                return convert_pt2e(prepared)(x)
+            attempt("torchao PT2E + X86InductorQuantizer (eager: quantize/dequantize reference ops)", run_pt2e)
+
+        def run_ort() -> torch.Tensor:
+            with tempfile.TemporaryDirectory() as d:
+                return OnnxClassifier(export_int8(net, torch.rand(16, 1, *([8] * nd)), Path(d) / "n")["int8"])(x)
+        attempt("ONNX Runtime quantize_static (QDQ, per-channel)", run_ort)
+    return rows
+
+
+def markdown(train: list[dict], infer: list[dict], repeats: int, command: str, support: list[dict]) -> str:
     lines = [
         "# Quantisation cost: FQT training step, int8 inference",
         "",
@@ -153,6 +207,9 @@ def markdown(train: list[dict], infer: list[dict], repeats: int, command: str) -
     ]
     lines += [f"| {r['model']} | {r['batch']} | {r['runtime']} | {r['ms']:.3f} | {r['ratio']:.2f} | {r['size_kb']:.1f} | "
               f"{r['max_abs_logit_error']:.4f} |" for r in infer]
+    lines += ["", "## Which int8 route handles convolutions (torch " + torch.__version__ + ")", "",
+              "| route | conv | result |", "|---|---|---|"]
+    lines += [f"| {r['route']} | {r['dims']} | {r['result']} |" for r in support]
     return "\n".join(lines) + "\n"
 
 
@@ -163,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     command = "python -m benchmarks.quantization " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(training_rows(args.repeats), inference_rows(args.repeats), args.repeats, command.strip())
+    text = markdown(training_rows(args.repeats), inference_rows(args.repeats), args.repeats, command.strip(),
+                    support_rows())
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

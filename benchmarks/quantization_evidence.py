@@ -141,8 +141,12 @@ class Rows:
             with open(path, newline="") as f:
                 self.rows = list(csv.DictReader(f))
 
+    @staticmethod
+    def _norm(v) -> str:
+        return "" if v is None or str(v) == "None" else str(v)
+
     def done(self, **key) -> bool:
-        return any(all(str(r.get(k)) == str(v) for k, v in key.items()) for r in self.rows)
+        return any(all(self._norm(r.get(k)) == self._norm(v) for k, v in key.items()) for r in self.rows)
 
     def add(self, row: dict) -> None:
         new = not self.path.is_file()
@@ -200,7 +204,7 @@ def part_unbiased(out: Path, args) -> None:
 
 def part_variance(out: Path, args) -> None:
     """Variance of the FQT parameter gradient (relative to ||QAT gradient||^2) per quantiser and bits."""
-    rows = Rows(out / "variance.csv", ["model", "bits", "quantizer", "rel_variance", "draws"])
+    rows = Rows(out / f"variance_wg{args.weight_grad_bits}.csv", ["model", "bits", "quantizer", "rel_variance", "draws"])
     x, y = breastmnist("train")
     net = train(lesion_cnn(0), x, y, epochs=args.variance_epochs, seed=0)
     x3, y3 = synthetic_3d(32, 1)
@@ -216,7 +220,8 @@ def part_variance(out: Path, args) -> None:
             for q in QUANTIZERS:
                 if rows.done(model=name, bits=bits, quantizer=q):
                     continue
-                fqt = _fqt_twin(model, bits=8, grad_bits=bits, grad_quantizer=q, seed=bits)
+                fqt = _fqt_twin(model, bits=8, grad_bits=bits, grad_quantizer=q, seed=bits,
+                                weight_grad_bits=args.weight_grad_bits)
                 d = torch.stack([_param_grad(fqt, xb, yb) for _ in range(draws)])
                 v = float((d - g_qat).pow(2).sum(1).mean() / g_qat.pow(2).sum())
                 rows.add({"model": name, "bits": bits, "quantizer": q, "rel_variance": f"{v:.3e}", "draws": draws})
@@ -235,7 +240,7 @@ def part_sweep(out: Path, args) -> None:
     x, y = breastmnist("train")
     xt, yt = breastmnist("test")
     configs = [("float", None, {}), ("qat8", None, {"bits": 8, "mode": "qat"})]
-    configs += [(f"fqt-{q}", b, {"bits": 8, "grad_bits": b, "grad_quantizer": q}) for b in BITS for q in QUANTIZERS]
+    configs += [(f"fqt-{q}", b, {"bits": 8, "grad_bits": b, "grad_quantizer": q}) for b in args.bits for q in QUANTIZERS]
     start = time.time()
     for seed in args.seeds:
         for method, bits, kw in configs:
@@ -250,33 +255,40 @@ def part_sweep(out: Path, args) -> None:
             rows.add({"method": method, "grad_bits": bits, "seed": seed, "epochs": args.epochs, "test_auc": f"{auc:.4f}",
                       "ci_low": f"{lo:.4f}", "ci_high": f"{hi:.4f}", "seconds": f"{time.time() - t0:.1f}"})
             logger.info("%s bits=%s seed=%s AUC %.3f (%.0f s so far)", method, bits, seed, auc, time.time() - start)
-    sel = [r for r in rows.rows if r["epochs"] == str(args.epochs)]
+    sel, seen = [], set()
+    for r in rows.rows:  # first row per (method, bits, seed): reruns of a finished run are skipped
+        key = (r["method"], Rows._norm(r["grad_bits"]), r["seed"])
+        if r["epochs"] == str(args.epochs) and key not in seen:
+            seen.add(key)
+            sel.append(r)
 
     def cell(method: str, bits) -> str:
-        v = [float(r["test_auc"]) for r in sel if r["method"] == method and r["grad_bits"] == str(bits)]
-        if not v:
+        match = [r for r in sel if r["method"] == method and Rows._norm(r["grad_bits"]) == Rows._norm(bits)]
+        if not match:
             return "-"
-        ci = [(float(r["ci_low"]), float(r["ci_high"])) for r in sel if r["method"] == method and r["grad_bits"] == str(bits)]
+        v = [float(r["test_auc"]) for r in match]
+        ci = [(float(r["ci_low"]), float(r["ci_high"])) for r in match]
         return f"{np.mean(v):.3f} ± {np.std(v):.3f} [{np.mean([c[0] for c in ci]):.2f}, {np.mean([c[1] for c in ci]):.2f}]"
 
     print(f"float: {cell('float', None)}; QAT 8-bit: {cell('qat8', None)}  "
           f"(total {sum(float(r['seconds']) for r in sel):.0f} s of training + evaluation)\n")
     print("| grad bits | FQT-PTQ | FQT-PSQ | FQT-BHQ |\n|---|---|---|---|")
-    for b in BITS:
+    for b in sorted({int(r["grad_bits"]) for r in sel if Rows._norm(r["grad_bits"])}):
         print(f"| {b} | " + " | ".join(cell(f"fqt-{q}", b) for q in QUANTIZERS) + " |")
 
 
 def part_robustness(out: Path, args) -> None:
     """Clean / PGD-10 / PGD-50x5 / Square accuracy of float, int8 (ONNX Runtime) and binary models,
     natural and PGD adversarially trained, with the gradient-masking check."""
-    rows = Rows(out / "robustness.csv", ["model", "training", "eps", "n", "clean_accuracy", "pgd10", "pgd50x5", "square",
+    rows = Rows(out / "robustness.csv", ["model", "training", "eps", "n", "clean_accuracy", "pgd10", "pgd50", "square",
                                          "worst_case", "ci_pgd10", "ci_square", "gradient_masking", "reasons", "test_auc"])
     x, y = breastmnist("train")
     xt, yt = breastmnist("test")
     eps = args.eps
     ckpt = out / "models"
     ckpt.mkdir(parents=True, exist_ok=True)
-    suite = default_attacks(steps=(10, 50), restarts=5, queries=args.queries)
+    suite = default_attacks(steps=(10, 50), restarts=args.restarts, queries=args.queries)
+    strong = suite[1].name  # "pgd50x5", or "pgd50" with one restart
 
     def trained(kind: str, training: str) -> torch.nn.Module:
         path = ckpt / f"{kind}_{training}.pt"
@@ -296,7 +308,7 @@ def part_robustness(out: Path, args) -> None:
         csq = acc_ci(round(r.accuracy["square"] * n), n)
         rows.add({"model": model_name, "training": training, "eps": f"{eps * 255:g}/255", "n": n,
                   "clean_accuracy": f"{r.clean_accuracy:.3f}", "pgd10": f"{r.accuracy.get('pgd10', float('nan')):.3f}",
-                  "pgd50x5": f"{r.accuracy.get('pgd50x5', float('nan')):.3f}", "square": f"{r.accuracy['square']:.3f}",
+                  "pgd50": f"{r.accuracy.get(strong, float('nan')):.3f}", "square": f"{r.accuracy['square']:.3f}",
                   "worst_case": f"{r.worst_case_accuracy:.3f}",
                   "ci_pgd10": f"[{c10[0]:.2f}, {c10[1]:.2f}]" if c10[0] is not None else "",
                   "ci_square": f"[{csq[0]:.2f}, {csq[1]:.2f}]", "gradient_masking": r.gradient_masking,
@@ -339,12 +351,12 @@ def part_robustness(out: Path, args) -> None:
             bnet = trained("binary", training)
             r = robust_accuracy(bnet, xt, yt, eps=eps, attacks=suite, seed=0)
             record("binary (BinaryDenseNet)", training, r, auc_ci(logits_of(bnet, xt), yt)[0])
-    print("| model | training | test AUC | clean acc | PGD-10 [95% CI] | PGD-50x5 | Square [95% CI] | worst case | "
+    print(f"| model | training | test AUC | clean acc | PGD-10 [95% CI] | {strong} | Square [95% CI] | worst case | "
           "gradient masking |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows.rows:
         flag = "**flagged**: " + r["reasons"] if r["gradient_masking"] == "True" else "no"
         print(f"| {r['model']} | {r['training']} | {r['test_auc']} | {r['clean_accuracy']} | {r['pgd10']} {r['ci_pgd10']} | "
-              f"{r['pgd50x5']} | {r['square']} {r['ci_square']} | {r['worst_case']} | {flag} |")
+              f"{r['pgd50']} | {r['square']} {r['ci_square']} | {r['worst_case']} | {flag} |")
 
 
 def main() -> None:
@@ -352,12 +364,16 @@ def main() -> None:
     p.add_argument("part", choices=["unbiased", "variance", "sweep", "robustness"])
     p.add_argument("--out", type=Path, default=REPO / "runs" / "quantization_evidence")
     p.add_argument("--epochs", type=int, default=6, help="sweep: training epochs per run")
+    p.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="sweep: gradient bit widths")
     p.add_argument("--lr", type=float, default=3e-3, help="sweep: AdamW learning rate (short cosine schedule)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variance-epochs", type=int, default=5)
     p.add_argument("--draws", type=int, default=32, help="variance: FQT gradient draws per cell")
+    p.add_argument("--weight-grad-bits", type=int, default=16,
+                   help="variance: bits of the weight-gradient path (16: isolates the input-gradient quantiser)")
     p.add_argument("--eps", type=float, default=2 / 255)
     p.add_argument("--queries", type=int, default=1000, help="Square queries")
+    p.add_argument("--restarts", type=int, default=5, help="restarts of the PGD-50 attack")
     p.add_argument("--robust-epochs", type=int, default=20, help="robustness: float model epochs")
     p.add_argument("--binary-epochs", type=int, default=20, help="robustness: binary model epochs")
     p.add_argument("--at-steps", type=int, default=5, help="PGD steps inside adversarial training")
