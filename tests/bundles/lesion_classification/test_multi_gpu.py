@@ -31,7 +31,7 @@ def test_multi_gpu_config_follows_monai_convention():
     cfg = json.loads((BUNDLE / "configs" / "multi_gpu_train.json").read_text())
     assert cfg["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
     assert cfg["train::sampler"]["_target_"] == "DistributedSampler" and cfg["train::dataloader::shuffle"] is False
-    assert "get_rank() > 0" in cfg["train::trainer::train_handlers"]
+    assert "get_rank() == 0" in cfg["train::trainer::train_handlers"]  # LR schedule + validation only on other ranks
     init = " ".join(cfg["initialize"])
     assert "backend_for(@device)" in init and "'nccl'" not in init  # gloo on CPU, nccl on GPU
 

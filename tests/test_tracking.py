@@ -1,0 +1,45 @@
+"""medrobust.tracking: runs recorded in an MLflow file store under a tmp folder."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from medrobust.tracking import default_uri, log_run, log_sensitivity, tracking_client  # noqa: E402
+
+
+def _runs(uri: str, experiment: str):
+    client = tracking_client(uri)
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_log_run_records_params_metrics_artifacts(tmp_path):
+    art = tmp_path / "report.md"
+    art.write_text("# r\n")
+    uri = default_uri(tmp_path)
+    rid = log_run(experiment="e", run_name="r", uri=uri, params={"seed": 3, "families": ["a", "b"]},
+                  metrics=[("fam/flip_rate", 0.25, 0), ("fam/flip_rate", 0.5, 1), ("bad", float("nan"), 0)],
+                  artifacts=[art, tmp_path / "missing.png"])  # fmt: skip
+    client, runs = _runs(uri, "e")
+    assert [r.info.run_id for r in runs] == [rid] and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params == {"seed": "3", "families": "['a', 'b']"}
+    hist = client.get_metric_history(rid, "fam/flip_rate")
+    assert [(m.step, m.value) for m in hist] == [(0, 0.25), (1, 0.5)] and "bad" not in runs[0].data.metrics
+    assert [a.path for a in client.list_artifacts(rid)] == ["report.md"]
+
+
+def test_log_sensitivity_per_severity(tmp_path):
+    class Result:
+        out = tmp_path
+        summary = pd.DataFrame({"family": ["g", "g"], "severity": [0.0, 0.5], "subgroup": ["all", "all"],
+                                "accuracy": [0.9, 0.7], "flip_rate": [0.0, 0.2], "auc": [0.95, 0.8],
+                                "mean_abs_delta_p": [0.0, 0.1]})  # fmt: skip
+        predictions = pd.DataFrame({"case_id": ["a", "b"]})
+
+    (tmp_path / "report.md").write_text("x")
+    rid = log_sensitivity(Result(), params={"seed": 0})
+    client, runs = _runs(default_uri(tmp_path), "medrobust-sensitivity")
+    assert [(m.step, m.value) for m in client.get_metric_history(rid, "g/accuracy")] == [(0, 0.9), (1, 0.7)]
+    assert [(m.step, m.value) for m in client.get_metric_history(rid, "g/severity")] == [(0, 0.0), (1, 0.5)]
