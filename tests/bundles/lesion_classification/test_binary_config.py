@@ -23,7 +23,6 @@ def test_binary_config_builds_binary_densenet(bundle_root, spatial_dims):
     assert "$import medrobust" in parser.get("imports")  # train.json's imports are kept ("+imports" merges)
 
 
-@pytest.mark.slow
 def test_binary_train_and_evaluate_3d(run_workflow, synthetic_npz_3d, tmp_path):
     common = {"dataset_dir": str(synthetic_npz_3d), "ckpt_dir": str(tmp_path), "output_dir": str(tmp_path),
               "spatial_dims": 3, "spatial_size": [8, 8, 8], "batch_size": 8,
