@@ -212,15 +212,15 @@ def report(results: Path) -> str:
         seeds = sorted({r["seed"] for r in rt})
         epochs = sorted({r["epochs"] for r in rt})
         lines += [f"### {rt[0]['data']}", "",
-                  f"Seeds {seeds} (mean +- sd over seeds), {epochs} epochs, n_test = "
+                  f"Seeds {seeds} (mean +- sd over the seeds a row has), {epochs} epochs, n_test = "
                   f"{156 if task == 'breastmnist' else '256 (PGD columns: the first 128)'}.", "",
-                  "| compression % | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+                  "| compression % | seeds | " + " | ".join(heads) + " |", "|---" * (len(heads) + 2) + "|"]
         for c in COMPRESSIONS:
             rc = [r for r in rt if str(r["compression"]) == str(c)]
             if not rc:
                 continue
             label = c if isinstance(c, str) else f"{c:g}"
-            lines.append(f"| {label} | " + " | ".join(_fmt([r[m] for r in rc]) for m in metrics) + " |")
+            lines.append(f"| {label} | {len(rc)} | " + " | ".join(_fmt([r[m] for r in rc]) for m in metrics) + " |")
         lines.append("")
     return "\n".join(lines)
 

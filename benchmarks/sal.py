@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         x, y, env, x_flip, x_clean, yte = environments(seed)
-        for method in METHODS:
+        for method in args.methods:
             if (method, seed) in done:
                 continue
             torch.manual_seed(seed)  # benchmark script: the seed fixes the initial weights
@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> None:
                               optimizer=torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-4),
                               loss_function=nn.CrossEntropyLoss(), **kw).run()
             row = {"method": method, "seed": seed, "epochs": args.epochs, "train_s": time.perf_counter() - t0,
-                   "cost_scale": args.cost_scale, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr}
+                   "cost_scale": args.cost_scale, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr,
+                   "alpha": args.alpha}
             row["flip_auc"], row["flip_acc"] = _metrics(net, x_flip, yte)
             row["clean_auc"], row["clean_acc"] = _metrics(net, x_clean, yte)
             if method == "sal":
@@ -178,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--inner_lr", type=float, default=1.0)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--w_lr", type=float, default=0.2)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
