@@ -77,7 +77,9 @@ class BoxMesh:
         """``(3, n_elements)`` tetrahedron centroids."""
         return self.mesh.p[:, self.mesh.t].mean(axis=1)
 
-    def interpolate(self, nodal: np.ndarray, points: np.ndarray, *, gradient: bool = False):
+    def interpolate(
+        self, nodal: np.ndarray, points: np.ndarray, *, gradient: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Evaluate a P1 field exactly at world points (outside the box: clamped onto its surface).
 
         Args:
