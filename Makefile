@@ -28,6 +28,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -c $(TORCH_PIN) -e ".[$(EXTRAS)]"
 	# torchattacks declares torchvision without importing it: --no-deps keeps torch intact.
 	$(BIN)/pip install --no-deps "torchattacks==3.5.1"
+	# the privacy extra for its tests (DP-SGD, tests/core/defenses/test_sidp.py): opacus declares a bare
+	# torch, so it goes in with --no-deps (same range as pyproject's privacy extra) and its one
+	# dependency not already installed, opt-einsum, on its own.
+	$(BIN)/pip install -c $(TORCH_PIN) "opt-einsum>=3.3"
+	$(BIN)/pip install --no-deps "opacus>=1.5,<1.7"
 	$(BIN)/python -c "import sys, torch; want = open('$(TORCH_PIN)').read().strip().split('==')[1]; \
 		sys.exit(0 if torch.__version__ == want else f'torch changed during install: {want} -> {torch.__version__}')"
 	touch $(STAMP)
