@@ -182,8 +182,8 @@ def fourier_padding(spatial: tuple[int, ...], radius: float) -> tuple[tuple[int,
     limits a width to ``N - 1``.
 
     Example:
-        >>> fourier_padding((256, 200), 40.7)
-        ((4, 4), (4, 4))
+        >>> fourier_padding((256, 200), 40.7)  # right sides widened to fast FFT lengths 270 and 216
+        ((4, 10), (4, 12))
     """
     from scipy.fft import next_fast_len
 
