@@ -17,7 +17,7 @@ workers scales the measured per-image cost (``(T1 - start-up) / n``) by the full
 ratio and divides by N and the measured efficiency; it is an estimate, not a measurement.
 
 Usage:
-    python -m benchmarks.distributed [--n 12] [--size 832 640] [--out docs/benchmarks/distributed.md]
+    python -m benchmarks.distributed [--n 16] [--size 3328 2560] [--families ...] [--out docs/benchmarks/distributed.md]
 """
 
 from __future__ import annotations
