@@ -59,6 +59,7 @@ def randomized_robustness(
     transfer_from: Mapping[str, Callable[[torch.Tensor], Any]] | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     seed: int = 0,
+    return_probabilities: bool = False,
 ) -> dict[str, Any]:
     """Clean and robust accuracy of a (randomised) classifier under one-draw, EOT and transfer attacks.
 
@@ -77,10 +78,14 @@ def randomized_robustness(
         bounds: valid input range.
         seed: base seed of the attacks' random starts (the model's own draws use its generators
             or torch's global RNG).
+        return_probabilities: also return ``"clean_probabilities"``: the predictor's class
+            probabilities ``(N, K)`` on clean ``x`` (the ones ``clean_accuracy`` and
+            ``clean_auc`` come from; for per-case statistics such as bootstrap intervals).
 
     Returns:
         ``{"n", "eps", "clean_accuracy", "clean_auc", "pgd", ["pgd_eot", "pgd_mean"], "square",
-        "transfer_<name>"..., "worst_attack", "gradient_masking", "reasons"}`` (accuracies in [0, 1]).
+        "transfer_<name>"..., "worst_attack", "gradient_masking", "reasons"[, "clean_probabilities"]}``
+        (accuracies in [0, 1]).
 
     Raises:
         TypeError, ValueError: a bad batch or labels, ``eps`` < 0, ``steps``/``eot_samples``/
@@ -131,4 +136,6 @@ def randomized_robustness(
     out["worst_attack"] = min(out[k] for k in attack_keys + ["clean_accuracy"])
     out["gradient_masking"] = ra.gradient_masking
     out["reasons"] = "; ".join(ra.reasons)
+    if return_probabilities:
+        out["clean_probabilities"] = torch.softmax(logits_clean, 1).detach()
     return out

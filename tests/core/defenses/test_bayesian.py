@@ -94,9 +94,14 @@ def test_randomized_robustness_on_bll(dims):
     net = bayesian_last_layer(monai_net(dims).eval(), kind="variational", init_std=0.3)
     x, y = data(dims)
     r = randomized_robustness(net, x, y, eps=8 / 255, steps=2, eot_samples=2, predict_samples=3, queries=3,
-                              transfer_from={"det": base})
+                              transfer_from={"det": base}, return_probabilities=True)
     for k in ("pgd", "pgd_eot", "pgd_mean", "square", "transfer_det"):
         assert 0.0 <= r[k] <= r["clean_accuracy"]
+    p = r["clean_probabilities"]  # the probabilities clean accuracy was computed from
+    assert p.shape == (x.shape[0], 2) and torch.allclose(p.sum(1), torch.ones(x.shape[0]))
+    assert float((p.argmax(1) == y).float().mean()) == pytest.approx(r["clean_accuracy"])
+    assert "clean_probabilities" not in randomized_robustness(base, x, y, eps=8 / 255, steps=1, queries=2,
+                                                              stochastic=False)
     assert r["worst_attack"] == min(r[k] for k in ("pgd", "pgd_eot", "pgd_mean", "square", "transfer_det",
                                                    "clean_accuracy"))
 
