@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/benchmarks/distributed.md")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(REPO)) if str(REPO) not in sys.path else None
-    from sample_data.mammograms import generate_mammograms
+    from sample_data.mammograms import generate_mammograms  # run as `python -m benchmarks.distributed` from the repo root
 
     with tempfile.TemporaryDirectory() as tmp:
         gen = generate_mammograms(Path(tmp) / "gen", n=max(4, args.n), seed=args.seed, size=tuple(args.size))
