@@ -17,7 +17,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CardBudget": "builder",
+    "CardBudget": "budget",
     "CardResult": "builder",
     "make_card": "builder",
     "load_card_data": "dataset",

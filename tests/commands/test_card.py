@@ -54,3 +54,17 @@ def test_card_cli_user_errors(inputs, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["card", "--data", str(data)])
     assert "required" in capsys.readouterr().err
+
+
+def test_cli_defaults_are_the_budget_defaults(tmp_path):
+    """The command's flags carry no defaults of their own: an empty budget command line is ``CardBudget()``."""
+    from medrobust.card import CardBudget
+    from medrobust.cli import build_parser
+    from medrobust.commands.card import _config
+
+    args = build_parser().parse_args(["card", "--model", "m", "--data", "d", "--out", str(tmp_path)])
+    assert _config(args).budget == CardBudget()
+    args = build_parser().parse_args(["card", "--model", "m", "--data", "d", "--out", str(tmp_path), "--eps", "3",
+                                      "--pgd-steps", "4", "7", "--families", "gaussian_noise", "--no-sensitivity"])
+    b = _config(args).budget
+    assert b.eps == (3 / 255,) and b.pgd_steps == (4, 7) and b.families == ("gaussian_noise",) and not b.sensitivity
