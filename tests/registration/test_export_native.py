@@ -65,7 +65,6 @@ def _sitk_array(image) -> np.ndarray:
     return np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
 
 
-@pytest.mark.slow
 def test_sitk_resampling_of_the_original_file_matches_the_bundle_output(tmp_path):
     sitk = pytest.importorskip("SimpleITK")
     case = _write_pair(tmp_path)
