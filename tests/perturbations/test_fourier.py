@@ -131,3 +131,22 @@ def test_padding_widths_cover_three_sigma_and_stay_below_the_axis() -> None:
         for r in (0.5, 2.0, 10.0, 40.0):
             (a, b), = fourier_padding((n,), r)
             assert a <= b <= n - 1 and (a >= 3 * n / (2 * np.pi * r) or a == n - 1)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 40, 56), (2, 1, 12, 16, 10)])
+@pytest.mark.parametrize("family", ["fourier_lowpass", "fourier_highpass", "fourier_noise"])
+def test_whole_batch_fft_path_equals_per_sample_path(monkeypatch, shape, family):
+    """The batched FFT path (taken on GPUs) gives the per-sample CPU path's result, seed for seed."""
+    import medrobust.perturbations.natural as natural
+    from medrobust.perturbations.registry import get_family
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    fam = get_family(family)
+    sev = fam.severities[len(fam.severities) // 2]
+    ctx = lambda: PerturbationContext.from_seeds(list(range(shape[0])), bounds=(0.0, 1.0))  # noqa: E731
+    per_sample = fam.apply(x.clone(), sev, ctx())
+    natural._SPECTRUM_CACHE.clear()
+    monkeypatch.setattr(natural, "_fft_per_sample", lambda device: False)
+    batched = fam.apply(x.clone(), sev, ctx())
+    natural._SPECTRUM_CACHE.clear()
+    torch.testing.assert_close(batched, per_sample, atol=1e-5, rtol=0)
