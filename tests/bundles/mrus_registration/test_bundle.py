@@ -63,7 +63,43 @@ def test_verify_net_in_out():
 
 
 def test_shipped_weights_load_into_the_inference_network():
-    load_bundle_network(BUNDLE)  # strict: the shipped checkpoint matches configs/inference.json
+    net = load_bundle_network(BUNDLE)  # strict: the shipped checkpoint matches configs/inference.json
+    assert net.in_channels == 3  # default: moving MR + its gland mask + fixed TRUS (the mask-input model)
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == net.in_channels
+
+
+def test_image_only_option_loads_its_own_weights():
+    net = load_bundle_network(BUNDLE, config_files=["inference.json", "image_only.json"],
+                              weights=BUNDLE / "models" / "model_image_only.pt")  # strict load
+    assert net.in_channels == 2
+    x = torch.rand(2, 2, 24, 32, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert net(x).abs().max() > 0.1  # trained weights, not an initialisation
+
+
+def _without_moving_labels(root: Path, dest: Path) -> Path:
+    shutil.copytree(root, dest)
+    shutil.rmtree(dest / "moving_labels")
+    return dest
+
+
+def test_default_inference_without_the_mr_gland_label_fails_clearly(sample_pairs, tmp_path):
+    root, _ = sample_pairs
+    data = _without_moving_labels(root, tmp_path / "data")
+    with pytest.raises(Exception) as info:  # noqa: PT011 (MONAI's config parser wraps the ValueError in a RuntimeError)
+        _workflow(["inference.json"], "infer", run=False, dataset_dir=str(data), output_dir=str(tmp_path / "out"))
+    err = info.value if isinstance(info.value, ValueError) else info.value.__cause__
+    assert isinstance(err, ValueError)
+    msg = str(err)
+    for needle in ("3 of 3 pairs have no moving label file", "case000, case001, case002", "MR gland segmentation",
+                   "moving_labels/", "configs/image_only.json", "--moving_mask_input false", "model_image_only.pt"):
+        assert needle in msg, (needle, msg)
+    assert not (tmp_path / "out").exists()
+    # the documented override runs on the same folder (images only)
+    wf = _workflow(["inference.json", "image_only.json"], "infer", run=False, dataset_dir=str(data),
+                   output_dir=str(tmp_path / "out"))
+    assert wf.parser.get_parsed_content("network_def").in_channels == 2
 
 
 def test_folds_are_declared_grouped_and_cover_every_pair_once():
@@ -130,7 +166,7 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     assert 0.0 <= summary["folding_pct"] < 5.0 and np.isfinite(summary["tre_median_mm"])
     rows = list(csv.DictReader(open(tmp_path / "runs" / "eval" / "cases.csv")))
     assert [r["case_id"] for r in rows] == ["case000", "case001"]
-    # 3. inference (image-only): DDF, warped image and integer labels in the fixed file's own space
+    # 3. inference (default: mask input, the moving gland label read as a network input): DDF, warped image and integer labels in the fixed file's own space
     out = tmp_path / "infer"
     _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "models" / "model.pt"),
               output_dir=str(out), case_ids=["case002"], write_itk_transform=False, num_threads=1)
@@ -177,9 +213,9 @@ def test_ckpt_export_traced(tmp_path):
     # LocalNet does not script (list comprehensions over modules); tracing is exact for this static graph
     ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
                 meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
-                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 2, 24, 32, 24])
+                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 3, 24, 32, 24])
     ts = torch.jit.load(str(tmp_path / "model.ts"))
-    x = torch.rand(1, 2, 24, 32, 24)
+    x = torch.rand(1, 3, 24, 32, 24)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-4)
 
@@ -189,7 +225,8 @@ def test_shipped_torchscript_matches_the_shipped_weights():
     assert path.is_file(), "models/model.ts is shipped (regenerate with the ckpt_export command of docs/README.md)"
     ts = torch.jit.load(str(path), map_location="cpu")
     net = load_bundle_network(BUNDLE)
-    x = torch.rand(2, 2, 24, 32, 24, generator=torch.Generator().manual_seed(0))
+    assert net.in_channels == 3  # the default takes MR, MR gland mask and TRUS
+    x = torch.rand(2, 3, 24, 32, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = net(x)
         torch.testing.assert_close(ts(x), ref, atol=1e-4, rtol=1e-4)
