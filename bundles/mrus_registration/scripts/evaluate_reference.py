@@ -1,10 +1,10 @@
 """Score a trained network on every mrus_dev pair whose patient (MR group) it never saw in training.
 
-From the repository root (the mask-input variant shipped as ``models/model_mask_input.pt``, trained
+From the repository root (the mask-input variant shipped as ``models/model.pt``, the default since 0.4.0, trained
 on the 12 training pairs of the former 16-pair ``split.json``)::
 
     nice -n 10 .venv/bin/python bundles/mrus_registration/scripts/evaluate_reference.py --num_threads 1 \\
-        --name "mask input (v0.2)" --weights bundles/mrus_registration/models/model_mask_input.pt \\
+        --name "mask input (v0.2)" --weights bundles/mrus_registration/models/model.pt \\
         --override moving_mask_input=true --trained_on obs000 obs001 obs002 obs003 obs006 obs007 obs008 obs009 obs010 obs011 obs012 obs013
 
 Rows for no registration, the global stage alone and global + dense, summarised with
