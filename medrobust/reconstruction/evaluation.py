@@ -12,6 +12,14 @@
   per slice) and the NMSE after PGD on the measured k-space (relative budget).
 - :func:`summarise`: mean and a percentile-bootstrap 95% CI over volumes (``scipy.stats.bootstrap``),
   since volumes (patients), not slices, are the independent units.
+- Multi-coil (``num_coils > 1``): :func:`measure` applies the birdcage sensitivities of
+  :func:`~medrobust.reconstruction.simulation.coil_sensitivities` (the maps
+  :class:`~medrobust.reconstruction.data.KspaceSliceDataset` uses); a k-space model such as
+  :class:`~medrobust.reconstruction.networks.VarNet` is trained with :func:`prepare_kspace_batch`
+  and evaluated with ``kspace_model=True`` (:func:`kspace_model_fn`: one slice at a time, each with
+  its own mask, since MONAI's VarNet takes one mask per call).
+- FN-rate threshold sweep: ``fn_thresholds`` adds ``fn_rate@<t>`` columns, the fraction of
+  slices whose worst masked NMSE (:func:`~medrobust.core.attacks.fnaf.false_negatives`) is ``>= t``.
 
 Batch items (what the bundle's datasets produce): ``image`` zero-filled ``(1, H, W)``, ``label``
 fully sampled magnitude ``(1, H, W)``, ``mask`` ``(1, W)`` sampled columns, ``phase``
@@ -35,41 +43,85 @@ import numpy as np
 import torch
 
 from medrobust.core.attacks import fnaf, kspace_pgd
+from medrobust.core.attacks.fnaf import false_negatives
 from medrobust.core.metrics.reconstruction import nmse, psnr, ssim
 from medrobust.reconstruction.fft import fft2c
-from medrobust.reconstruction.simulation import zero_filled
+from medrobust.reconstruction.simulation import coil_sensitivities, zero_filled
 
-__all__ = ["acquire", "measure", "batch_phase", "batch_acquisition", "prepare_batch", "SetEpoch", "evaluate_split", "evaluate_volume", "summarise", "VOLUME_METRICS"]
+__all__ = ["acquire", "measure", "prepare_kspace_batch", "kspace_model_fn", "fn_rate_key", "batch_phase", "batch_acquisition", "prepare_batch", "SetEpoch", "evaluate_split", "evaluate_volume", "summarise", "VOLUME_METRICS"]
 
 VOLUME_METRICS = ("nmse", "psnr", "ssim", "fn_rate", "fnaf_masked_nmse", "pgd_nmse")
 
 
 def _column_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``(B|1, 1, W)`` / ``(1, W)`` / ``(1, 1, 1, W, 1)`` -> ``(B|1, 1, 1, W, 1)``."""
+    """``(B|1, 1, W)`` / ``(1, W)`` / ``(B|1, 1, 1, W, 1)`` -> ``(B|1, 1, 1, W, 1)``."""
     w = like.shape[-2]
     if mask.shape[-1] == 1 and mask.ndim == 5:
         return mask.to(like)
+    if mask.shape[-1] == 1 and mask.ndim == 4:  # dataset items collated: (B, 1, W, 1)
+        return mask[:, :, None].to(like)
     if mask.shape[-1] != w:
         raise ValueError(f"mask must have {w} columns (the image width), got shape {tuple(mask.shape)}.")
     m = mask.reshape(-1, w)
     return m[:, None, None, :, None].to(like)
 
 
-def measure(magnitude: torch.Tensor, mask: torch.Tensor, phase: torch.Tensor | None = None) -> torch.Tensor:
-    """Measured single-coil k-space ``(B, 1, H, W, 2)`` of magnitude ``(B, 1, H, W)`` (zeros where not sampled)."""
+def measure(magnitude: torch.Tensor, mask: torch.Tensor, phase: torch.Tensor | None = None, *,
+            num_coils: int = 1) -> torch.Tensor:
+    """Measured k-space ``(B, num_coils, H, W, 2)`` of magnitude ``(B, 1, H, W)`` (zeros where not
+    sampled); ``num_coils > 1`` applies the birdcage maps of
+    :func:`~medrobust.reconstruction.simulation.coil_sensitivities` (as the dataset does)."""
     if magnitude.ndim != 4 or magnitude.shape[1] != 1:
         raise ValueError(f"magnitude must be (B, 1, H, W), got shape {tuple(magnitude.shape)}.")
+    if isinstance(num_coils, bool) or not isinstance(num_coils, int) or num_coils < 1:
+        raise ValueError(f"num_coils must be an int >= 1, got {num_coils!r}.")
     if phase is None:
         img = torch.stack([magnitude, torch.zeros_like(magnitude)], dim=-1)
     else:
         ph = phase.to(magnitude)
         img = torch.stack([magnitude * torch.cos(ph), magnitude * torch.sin(ph)], dim=-1)
+    if num_coils > 1:
+        s = coil_sensitivities(tuple(magnitude.shape[2:]), num_coils).to(img).unsqueeze(0)  # (1, C, H, W, 2)
+        img = torch.stack([img[..., 0] * s[..., 0] - img[..., 1] * s[..., 1],
+                           img[..., 0] * s[..., 1] + img[..., 1] * s[..., 0]], dim=-1)
     return fft2c(img) * _column_mask(mask, img)
 
 
-def acquire(magnitude: torch.Tensor, mask: torch.Tensor, phase: torch.Tensor | None = None) -> torch.Tensor:
-    """Zero-filled magnitude ``(B, 1, H, W)`` of the undersampled acquisition of ``magnitude``."""
-    return zero_filled(measure(magnitude, mask, phase))
+def acquire(magnitude: torch.Tensor, mask: torch.Tensor, phase: torch.Tensor | None = None, *,
+            num_coils: int = 1) -> torch.Tensor:
+    """Zero-filled (root-sum-of-squares) magnitude ``(B, 1, H, W)`` of the undersampled acquisition."""
+    return zero_filled(measure(magnitude, mask, phase, num_coils=num_coils))
+
+
+def prepare_kspace_batch(batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False,
+                         **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor], dict]:
+    """MONAI trainer ``prepare_batch`` for k-space models (``net(masked_kspace, mask)``, e.g.
+    :class:`~medrobust.reconstruction.networks.VarNet`): ``(masked k-space (B, C, H, W, 2), target
+    (B, 1, H, W), (mask (1, 1, 1, W, 1),), {})``. MONAI's VarNet takes one mask per call, so the
+    batch's first mask is applied to every item's fully sampled k-space (masks still change
+    from batch to batch and epoch to epoch)."""
+    mask = torch.as_tensor(batchdata["mask"])[:1].to(device, non_blocking=non_blocking)
+    k = torch.as_tensor(batchdata["kspace_full"]).to(device, non_blocking=non_blocking) * mask
+    return k, torch.as_tensor(batchdata["target"]).to(device, non_blocking=non_blocking), (mask,), {}
+
+
+def kspace_model_fn(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``masked k-space (B, C, H, W, 2) -> net(kspace[i:i+1], mask[i:i+1])`` stacked ``(B, 1, H, W)``:
+    per-slice masks ``(B|1, 1, 1, W, 1)`` for a network that takes one mask per call."""
+    w = mask.shape[-2] if mask.shape[-1] == 1 else mask.shape[-1]
+    m5 = _column_mask(mask, torch.zeros(1, 1, 1, w, 2))
+
+    def run(k: torch.Tensor) -> torch.Tensor:
+        mm = m5 if m5.shape[0] == k.shape[0] else m5.expand(k.shape[0], *m5.shape[1:])
+        return torch.cat([net(k[i:i + 1], mm[i:i + 1]) for i in range(k.shape[0])])
+
+    return run
+
+
+def fn_rate_key(threshold: float) -> str:
+    """Column name of the FN rate at ``threshold`` (``fn_rate@0.01``)."""
+    return f"fn_rate@{float(threshold):g}"
 
 
 def batch_phase(batchdata: Mapping[str, Any]) -> torch.Tensor | None:
@@ -125,6 +177,9 @@ def evaluate_volume(
     pgd_steps: int = 5,
     batch_size: int = 16,
     seed: int = 0,
+    num_coils: int = 1,
+    kspace_model: bool = False,
+    fn_thresholds: Sequence[float] = (),
 ) -> dict[str, float]:
     """Metrics of one volume.
 
@@ -136,39 +191,60 @@ def evaluate_volume(
         fnaf_restarts, fnaf_size: FNAF evaluation (the authors: worst of 11, 10 pixels); 0 skips it.
         pgd_rel_eps, pgd_steps: k-space PGD (L2 budget relative to the k-space norm); 0 steps skips it.
         seed: FNAF/PGD randomness.
+        num_coils: coils of the simulated acquisition (birdcage maps when > 1).
+        kspace_model: ``net`` takes ``(masked k-space (1, C, H, W, 2), mask (1, 1, 1, W, 1))``
+            (VarNet), called one slice at a time (:func:`kspace_model_fn`); otherwise it takes
+            the zero-filled magnitude.
+        fn_thresholds: extra FN-rate thresholds on the same worst-of-``fnaf_restarts`` masked
+            NMSE, reported as ``fn_rate@<t>`` (:func:`fn_rate_key`).
 
     Returns:
         ``nmse``, ``psnr``, ``ssim`` (volume, fastMRI), ``fn_rate`` (fraction of slices with a false
         negative), ``fnaf_masked_nmse`` (mean masked NMSE of the worst features), ``pgd_nmse``
         (volume NMSE against gt after PGD; NaN when skipped), ``slices``.
     """
-    model = net if net is not None else (lambda z: z)
     s = gt.shape[0]
     mask = mask if mask.shape[0] == s else mask.expand(s, *mask.shape[1:])
+    for t in fn_thresholds:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+            raise ValueError(f"fn_thresholds must be positive numbers, got {t!r}.")
     recs, fn, fl, adv = [], [], [], []
+    sweep: dict[str, list[torch.Tensor]] = {fn_rate_key(t): [] for t in fn_thresholds}
     for i in range(0, s, batch_size):
         sl = slice(i, min(s, i + batch_size))
         g, m = gt[sl], mask[sl]
         p = None if phase is None else phase[sl]
+        # every model reads the measured k-space: zero-filled magnitude for image models
+        if net is None:
+            model = zero_filled
+        elif kspace_model:
+            model = kspace_model_fn(net, m)
+        else:
+            model = lambda kk, net=net: net(zero_filled(kk))  # noqa: E731
         with torch.no_grad():
-            recs.append(model(acquire(g, m, p)))
+            recs.append(model(measure(g, m, p, num_coils=num_coils)))
         if fnaf_restarts > 0:
-            res = fnaf(model, g, forward_op=lambda img, m=m, p=p: acquire(img, m, p), size=fnaf_size,
+            res = fnaf(model, g, forward_op=lambda img, m=m, p=p: measure(img, m, p, num_coils=num_coils), size=fnaf_size,
                        restarts=fnaf_restarts, generator=seed + i)
             fn.append(res.success.float())
             fl.append(res.info["loss"].float())
+            for t in fn_thresholds:  # the FNAF criterion at other thresholds, on the kept worst feature
+                sweep[fn_rate_key(t)].append(
+                    false_negatives(res.info["recon"], res.x_adv, res.info["weight"], threshold=t)[1].float())
         if pgd_steps > 0 and net is not None:
-            k = measure(g, m, p)
+            k = measure(g, m, p, num_coils=num_coils)
             cm = _column_mask(m, k)
             # per-slice masks differ: attack slice by slice in one batch via a per-sample mask product
-            r = kspace_pgd(lambda kk, cm=cm: model(zero_filled(kk * cm)), k, g, rel_eps=pgd_rel_eps,
+            r = kspace_pgd(lambda kk, cm=cm, model=model: model(kk * cm), k, g, rel_eps=pgd_rel_eps,
                            steps=pgd_steps, sampling_mask=None, generator=seed + i)
             with torch.no_grad():
-                adv.append(model(zero_filled(r.x_adv * cm)))
+                adv.append(model(r.x_adv * cm))
     rec = torch.cat(recs)[:, 0]
     out = {"nmse": nmse(gt[:, 0], rec), "psnr": psnr(gt[:, 0], rec), "ssim": ssim(gt[:, 0], rec), "slices": float(s)}
     out["fn_rate"] = float(torch.cat(fn).mean()) if fn else math.nan
     out["fnaf_masked_nmse"] = float(torch.cat(fl).mean()) if fl else math.nan
+    for key, vals in sweep.items():
+        out[key] = float(torch.cat(vals).mean()) if vals else math.nan
     out["pgd_nmse"] = nmse(gt[:, 0], torch.cat(adv)[:, 0]) if adv else math.nan
     return out
 
@@ -200,11 +276,12 @@ def evaluate_split(
     *,
     accelerations: Sequence[float] = (4,),
     seed: int = 1234,
+    num_coils: int = 1,
     **kwargs: Any,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Evaluate models (``name -> net``; ``None`` = zero-filled) on every volume and acceleration.
 
-    Acquisitions are simulated single-coil by :class:`~medrobust.reconstruction.data.KspaceSliceDataset`
+    Acquisitions (``num_coils``) are simulated by :class:`~medrobust.reconstruction.data.KspaceSliceDataset`
     (fixed ``seed``: every model sees the same masks and phases). One row per (model,
     acceleration, volume) is appended to ``out_dir/per_volume.csv`` as soon as it is computed
     and rows already there are skipped (resume); ``out_dir/summary.json`` holds mean and
@@ -225,9 +302,10 @@ def evaluate_split(
     path = out / "per_volume.csv"
     rows: list[dict] = list(csv.DictReader(open(path, newline=""))) if path.is_file() else []
     done = {(r["model"], r["acceleration"], r["volume_id"]) for r in rows}
-    fields = ["model", "acceleration", "volume_id", *VOLUME_METRICS, "slices"]
+    metrics = [*VOLUME_METRICS, *(fn_rate_key(t) for t in kwargs.get("fn_thresholds", ()))]
+    fields = ["model", "acceleration", "volume_id", *metrics, "slices"]
     for acc in accelerations:
-        ds = KspaceSliceDataset(volumes, num_coils=1, acceleration=acc, seed=seed)
+        ds = KspaceSliceDataset(volumes, num_coils=num_coils, acceleration=acc, seed=seed)
         for v, vol in enumerate(tqdm(volumes, desc=f"evaluate x{acc}", leave=False)):
             todo = [n for n in nets if (n, str(acc), vol.volume_id) not in done]
             if not todo:
@@ -237,7 +315,7 @@ def evaluate_split(
                 net = nets[name]
                 if isinstance(net, torch.nn.Module):
                     net.eval()
-                m = evaluate_volume(net, gt, mask, phase, seed=seed, **kwargs)
+                m = evaluate_volume(net, gt, mask, phase, seed=seed, num_coils=num_coils, **kwargs)
                 row = {"model": name, "acceleration": str(acc), "volume_id": vol.volume_id, **m}
                 new = not path.is_file()
                 with open(path, "a", newline="") as f:
@@ -250,6 +328,7 @@ def evaluate_split(
     for name in nets:
         for acc in accelerations:
             sel = [r for r in rows if r["model"] == name and r["acceleration"] == str(acc)]
-            summary[f"{name}_x{acc}"] = {k: summarise([float(r[k]) for r in sel], seed=seed) for k in VOLUME_METRICS}
+            summary[f"{name}_x{acc}"] = {k: summarise([float(r[k]) for r in sel if r.get(k) not in (None, "")], seed=seed)
+                                         for k in metrics}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
