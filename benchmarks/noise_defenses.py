@@ -22,11 +22,15 @@ the choice (highest validation balanced accuracy; for the private rows the mean 
 methods, so they stay matched). ``--prob_robustness`` runs the probabilistic-robustness estimator
 (Cardelli et al.; (eps, delta) guarantee) on the BLL posteriors of the first seed.
 
-    python benchmarks/noise_defenses.py --out runs/noise_defenses --tune --epochs 6 --predict_samples 4
-    python benchmarks/noise_defenses.py --out runs/noise_defenses --seeds 0 1 2 --epochs 6 --head_epochs 6 \
-        --cni_scale S --dp_lr LR --clip C --dp_epochs E --eot 10 --predict_samples 4 --queries 100
-    python benchmarks/noise_defenses.py --out runs/noise_defenses --prob_robustness --seeds 0
-    python benchmarks/noise_defenses.py --out runs/noise_defenses --table_only
+The commands behind docs/noise_defenses.md (``--tune --table_only`` prints the tuning table)::
+
+    python benchmarks/noise_defenses.py --out runs/noise_defenses_v2 --tune --epochs 6 --predict_samples 4
+    python benchmarks/noise_defenses.py --out runs/noise_defenses_v2 --tune --epochs 6 --predict_samples 4 \
+        --cni_scales 0.03 0.01 --dp_lrs 0.1 --clips 1 --dp_epochs_grid 40
+    python benchmarks/noise_defenses.py --out runs/noise_defenses_v2 --seeds 0 1 2 --epochs 6 --head_epochs 6 \
+        --cni_scale 0.1 --dp_lr 0.1 --clip 1 --dp_epochs 40 --eot 10 --predict_samples 4 --queries 100
+    python benchmarks/noise_defenses.py --out runs/noise_defenses_v2 --prob_robustness --seeds 1 --predict_samples 4
+    python benchmarks/noise_defenses.py --out runs/noise_defenses_v2 --table_only
 """
 
 from __future__ import annotations
@@ -142,9 +146,10 @@ def train(method: str, seed: int, x: torch.Tensor, y: torch.Tensor, args: argpar
         fit(net, loader(x, y, seed), epochs=args.head_epochs, loss=elbo_loss(net, n_train=len(x)),
             optimizer=torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2))
         return {"model": net, "deterministic": base}
-    # private rows: matched (q, sigma, T, C, lr), Poisson sampling for both
-    q = args.dp_batch / len(x)
-    steps = int(round(args.dp_epochs / q))
+    # private rows: matched (q, sigma, T, C, lr), Poisson sampling for both; Opacus' Poisson loader samples at
+    # rate 1 / (batches per epoch) = 1 / ceil(N / B) and runs that many steps per epoch
+    batches = -(-len(x) // args.dp_batch)
+    q, steps = 1.0 / batches, batches * args.dp_epochs
     eps_dp = dp_epsilon(sample_rate=q, noise_multiplier=args.sigma, steps=steps, delta=1e-5)
     if method == "sidp":
         from opacus.data_loader import DPDataLoader
@@ -390,9 +395,9 @@ def table(out: Path) -> None:
     y = yte.numpy()
     cols = [("PGD-10 (1 draw)", "pgd"), ("PGD-10 EOT", "pgd_eot"), ("PGD-10 on mean", "pgd_mean"), ("Square", "square"),
             ("transfer from natural", "transfer_natural"), ("transfer from own det.", "transfer_own")]
-    print("| method | seeds (degenerate) | clean AUC | clean acc | clean acc 95% CI | predicted malignant | "
+    print("| method | seeds (degenerate) | clean AUC | clean acc | clean acc 95% CI | predicted malignant | sensitivity | "
           + " | ".join(c for c, _ in cols) + " | Opacus eps (delta 1e-5) | train s |")
-    print("|---" * (len(cols) + 8) + "|")
+    print("|---" * (len(cols) + 9) + "|")
     idx = bootstrap_indices(len(y), n_boot=2000, seed=0)
 
     def cell(vals: list[float]) -> str:
@@ -406,14 +411,17 @@ def table(out: Path) -> None:
         ok = [r for r in rs if not r.get("degenerate")]
         # case bootstrap of the clean accuracy: per-case correctness averaged over the seeds, cases resampled
         files = [out / f"{m}_seed{r['seed']}_clean_probabilities.npy" for r in rs]
+        sens: list[float] = []
         if all(f.exists() for f in files):
-            correct = np.mean([np.load(f).argmax(1) == y for f in files], axis=0)
+            preds = [np.load(f).argmax(1) for f in files]
+            correct = np.mean([pr == y for pr in preds], axis=0)
             lo, hi = percentile_interval(correct[idx].mean(1))
             ci = f"[{lo:.3f}, {hi:.3f}]"
+            sens = [float((pr[y == 1] == 1).mean()) for pr in preds]  # recall of the malignant class
         else:
             ci = "—"
         cells = [cell([float(r["clean_auc"]) for r in rs]), cell([float(r["clean_accuracy"]) for r in rs]), ci,
-                 cell([float(r["pred_malignant"]) for r in rs if r.get("pred_malignant")])]
+                 cell([float(r["pred_malignant"]) for r in rs if r.get("pred_malignant")]), cell(sens)]
         for _, k in cols:
             vals = [float(r[k]) for r in ok if r.get(k) not in ("", None)]
             has = any(r.get(k) not in ("", None) for r in rs)
