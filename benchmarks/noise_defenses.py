@@ -96,9 +96,7 @@ def lesion_cnn(seed: int) -> nn.Module:
     parseable); every call re-initialises a copy: ``reset_parameters`` of each module in order.
     """
     if not _TEMPLATE:
-        # tracking_*: MLflow settings the network does not use, overridden so that an unparseable one cannot stop it
-        _TEMPLATE.append(load_bundle_network(BUNDLE, config_files=("train",), weights=None,
-                                             overrides={"tracking_uri": "", "tracking_run_name": ""}))
+        _TEMPLATE.append(load_bundle_network(BUNDLE, config_files=("train",), weights=None))
     net = copy.deepcopy(_TEMPLATE[0])
     torch.manual_seed(seed)  # script-level seeding (library code never seeds globally)
     for m in net.modules():
