@@ -78,15 +78,18 @@ def test_image_only_option_loads_its_own_weights():
         assert net(x).abs().max() > 0.1  # trained weights, not an initialisation
 
 
-def _without_moving_labels(root: Path, dest: Path) -> Path:
-    shutil.copytree(root, dest)
-    shutil.rmtree(dest / "moving_labels")
-    return dest
+def _pairs_without_moving_labels(root: Path, n: int = 3) -> Path:
+    """Tiny MR/TRUS image pairs (DeepReg layout) with fixed labels but no moving (MR) labels."""
+    vol = nib.Nifti1Image(np.zeros((8, 8, 6), np.float32), np.diag([3.0, 3.0, 3.0, 1.0]))
+    for folder in ("moving_images", "fixed_images", "fixed_labels"):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            nib.save(vol, root / folder / f"case{i:03d}.nii.gz")
+    return root
 
 
-def test_default_inference_without_the_mr_gland_label_fails_clearly(sample_pairs, tmp_path):
-    root, _ = sample_pairs
-    data = _without_moving_labels(root, tmp_path / "data")
+def test_default_inference_without_the_mr_gland_label_fails_clearly(tmp_path):
+    data = _pairs_without_moving_labels(tmp_path / "data")
     with pytest.raises(Exception) as info:  # noqa: PT011 (MONAI's config parser wraps the ValueError in a RuntimeError)
         _workflow(["inference.json"], "infer", run=False, dataset_dir=str(data), output_dir=str(tmp_path / "out"))
     err = info.value if isinstance(info.value, ValueError) else info.value.__cause__
