@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from medrobust.card import render, sections
-from medrobust.card.budget import CardBudget
+from medrobust.card.budget import CardBudget, budget_statement
 from medrobust.card.dataset import CardData, load_card_data
 
 __all__ = ["CardBudget", "CardResult", "make_card", "data_fingerprint", "versions", "headline"]
@@ -194,6 +194,7 @@ def make_card(
             "seed": int(seed), "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(budget).items()},
             "versions": versions(), "device": str(dev),
         },
+        "budget_notes": budget_statement(budget, n_labelled=len(ds.case_ids)),
     }  # fmt: skip
     card["clean"] = timed("clean", sections.clean_section, net, x, y, n_boot=budget.n_boot, seed=seed)
     if budget.sensitivity:

@@ -58,6 +58,8 @@ def card_page(card: Mapping[str, Any]) -> dict[str, Any]:
         ("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())),
         ("budget", ", ".join(f"{k}={v}" for k, v in prov["budget"].items())),
     ])})  # fmt: skip
+    if card.get("budget_notes"):
+        secs.append({"title": "Budget and precision", "text": list(card["budget_notes"])})
     secs.append({"title": "Clean performance and calibration",
                  "text": [f"Accuracy {fmt_interval(clean['accuracy'])} (exact Clopper-Pearson interval); ROC AUC "
                           f"{fmt_interval(clean['auc'])} and top-label ECE ({clean['ece']['num_bins']} bins) "

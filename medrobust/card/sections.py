@@ -170,7 +170,9 @@ def adversarial_section(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
         "masking_check": ("FLAGGED at eps " + ", ".join(f"{e:g}" for e in flagged)
                           + ": a gradient-free attack beat every gradient attack or input gradients vanished; "
                           "the PGD figures at these radii cannot be trusted (see reasons)") if flagged else
-                         ("passed: the gradient-free Square attack never beat the best gradient attack by more "
+                         (f"passed (Square with {int(queries)} queries"
+                          + (", a weak check below 1000" if int(queries) < 1000 else "")
+                          + "): the gradient-free Square attack never beat the best gradient attack by more "
                           "than 1 % of the cases and no gradient attack failed on vanishing input gradients"),
     }  # fmt: skip
 
@@ -243,6 +245,7 @@ def probabilistic_section(model: nn.Module, x: torch.Tensor, *, input_eps: float
     from medrobust.core.metrics.probabilistic import (
         GaussianWeightPosterior,
         MCDropoutPosterior,
+        hoeffding_sample_size,
         probabilistic_robustness,
     )
 
@@ -254,15 +257,18 @@ def probabilistic_section(model: nn.Module, x: torch.Tensor, *, input_eps: float
                                  delta=float(delta), sequential=True, alpha=alpha, attack_steps=int(attack_steps),
                                  generator=int(seed))  # fmt: skip
     est = r.estimate.double()
+    draws = hoeffding_sample_size(float(eps), float(delta))
     return {
         "posterior": posterior, "input_eps": float(input_eps), "eps": float(eps), "delta": float(delta),
         "n_cases": int(est.numel()), "mean_p_safe": float(est.mean()),
         "per_case_p_safe": [float(v) for v in est.tolist()],
         "posterior_samples": [int(v) for v in r.n_samples.tolist()],
+        "max_posterior_draws": draws,
         "guarantee": r.guarantee,
         "statement": (f"Upper bound on robustness: for each case, P_safe (the probability over {posterior} draws that "
-                      f"no perturbation within eps={input_eps:g} changes the label) is at most the estimate + {eps:g}, "
-                      f"with probability >= {1 - delta:g}; the attack can miss unsafe perturbations, so the true "
+                      f"no perturbation within L-inf eps={input_eps * 255:g}/255 changes the label) is at most the estimate + {eps:g}, "
+                      f"with probability >= {1 - delta:g} "
+                      f"(at most {draws} posterior draws per case); the attack can miss unsafe perturbations, so the true "
                       f"robustness may be lower still."),
     }  # fmt: skip
 

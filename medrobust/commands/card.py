@@ -35,6 +35,7 @@ class CardConfig:
     network_config: str | None = None
     device: str = "cpu"
     seed: int = 0
+    num_threads: int | None = None
     write_metadata: bool = False
     meta_schema: str | None = None
     progress: bool = True
@@ -75,7 +76,8 @@ def _config(args: argparse.Namespace) -> CardConfig:
     return CardConfig(
         model=args.model, data=args.data, out=args.out, budget=_budget(args), labels=args.labels,
         input_size=tuple(args.input_size) if args.input_size else None, network_config=args.network_config,
-        device=args.device, seed=args.seed, write_metadata=args.write_metadata, meta_schema=args.meta_schema,
+        device=args.device, seed=args.seed, num_threads=args.num_threads, write_metadata=args.write_metadata,
+        meta_schema=args.meta_schema,
         progress=not args.no_progress, tracking="off" if args.no_tracking else "local", tracking_uri=args.tracking_uri,
     )  # fmt: skip
 
@@ -86,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--eps: radii in 1/255 units should be in (0, 255], got {list(args.eps)}")
     cfg = _config(args)
     out = check_out_dir(cfg.out)
+    if cfg.num_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
     from medrobust.card.builder import make_card
     from medrobust.distributed import dist_context
 
@@ -128,6 +134,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--network-config", help="JSON/YAML network config for a state dict")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--seed", type=int, default=0, help="base seed of every random choice")
+    p.add_argument("--num-threads", type=positive_int,
+                   help="torch CPU threads (None: torch's default); 1 on a machine shared with other jobs")
     b = p.add_argument_group("budget (defaults: medrobust.card.CardBudget)")
     default = CardBudget()
     kinds = {"eps": float, "prob_eps": float, "prob_delta": float, "families": str}

@@ -47,13 +47,19 @@ def test_card_json_contents(card):
         assert r["worst_case"]["value"] <= min(e["value"] for e in r["attacks"].values())
     # the large radius (16/255) breaks this near-linear model more than the small one
     assert adv["rows"][1]["worst_case"]["value"] <= adv["rows"][0]["worst_case"]["value"]
-    assert adv["masking_check"].startswith(("passed", "FLAGGED"))
+    assert adv["masking_check"].startswith(("passed (Square with 20 queries, a weak check below 1000)", "FLAGGED"))
     aa = c["autoattack"]
     assert aa["skipped"] is False and aa["attacks"] == ["apgd-ce"] and len(aa["rows"]) == 2
     pr = c["probabilistic"]
     assert pr["posterior"].startswith("Gaussian weight noise")  # TorchScript: no nn.Dropout to switch on
     assert "upper bound" in pr["guarantee"] and "Upper bound" in pr["statement"]
     assert all(0 <= p <= 1 for p in pr["per_case_p_safe"]) and pr["n_cases"] == 2
+    assert pr["max_posterior_draws"] == 17 and max(pr["posterior_samples"]) <= 17  # ceil(ln(8) / (2 x 0.25^2))
+    assert "at most 17 posterior draws" in pr["statement"]
+    notes = c["budget_notes"]  # the card states its own budget and the precision it allows
+    assert notes[0].startswith("Attacked cases: 8 of 24 labelled") and "+-0.34" in notes[0]
+    assert "Square with 20 queries (below 1000 queries" in notes[1] and "at most 17 posterior draws" in notes[2]
+    assert notes[-1].startswith("This is a custom budget")
     assert c["intrinsic"]["score"]["value"] > 0
     nm = c["nmutant"]
     assert nm["skipped"] or (0 <= nm["false_positive_rate"]["value"] <= 1 and nm["detection_rate"]["n"] >= 0)
@@ -74,6 +80,7 @@ def test_html_self_contained(card):
     n_fig = len(re.findall(r'<img [^>]*src="data:image/png;base64,', page))
     assert n_fig == (3 if dims == 2 else 2)  # reliability, robustness (+ sensitivity in 2-D)
     assert "upper bound on robustness" in page.lower() and "Gradient-masking check" in page
+    assert "Budget and precision" in page and "at most 17 posterior draws per case" in page
 
 
 def test_card_is_reproducible(card_inputs, card, tmp_path):
@@ -136,3 +143,11 @@ def test_write_metadata_valid(tmp_path, repo_root, meta_schema, card):
 def test_budget_rejects_bad_settings(bad):
     with pytest.raises(ValueError, match="CardBudget"):
         CardBudget(**bad)
+
+
+def test_default_budget_statement():
+    from medrobust.card.budget import budget_statement
+
+    notes = budget_statement(CardBudget(), n_labelled=40)
+    assert notes[0].startswith("Attacked cases: 40 of 40") and notes[-1].startswith("This is the default screening budget")
+    assert "at most 67 posterior draws" in notes[2]  # eps 0.15, delta 0.1

@@ -12,7 +12,8 @@ from ..card.conftest import make_dataset, make_model
 
 FAST = ["--attack-cases", "6", "--eps", "2", "8", "--pgd-steps", "2", "3", "--restarts", "1", "--square-queries", "10",
         "--autoattack-iterations", "3", "--prob-cases", "2", "--prob-eps", "0.3", "--prob-delta", "0.3",
-        "--nmutant-cases", "12", "--nmutant-mutants", "8", "--no-sensitivity", "--n-boot", "20", "--no-progress"]  # fmt: skip
+        "--nmutant-cases", "12", "--nmutant-mutants", "8", "--no-sensitivity", "--n-boot", "20", "--no-progress",
+        "--num-threads", "1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
