@@ -7,7 +7,7 @@ default", so a config can pass the same option set for every method).
 
 Names: ``none``, ``pgd-at``, ``fast-fgsm``, ``fgm``, ``trades``, ``mart``, ``at-awp``,
 ``trades-awp``, ``mart-awp``, ``adt-exp``, ``adt-exp-am``, ``fisher-at``, ``pni-w``, ``pni-c``,
-``cni``, ``sidp`` (``_`` and ``-`` are interchangeable, case-insensitive). ``pni-w``/``pni-c``/``cni``
+``cni``, ``sidp``, ``ig-norm``, ``ig-sum-norm`` (``_`` and ``-`` are interchangeable, case-insensitive). ``pni-w``/``pni-c``/``cni``
 make the trainer's network noisy at the first iteration
 (:class:`~medrobust.core.defenses.NoiseInjectionTraining` ``inject=``); ``sidp`` makes its
 normalisation non-affine (:class:`~medrobust.core.defenses.SIDPTraining`
@@ -37,6 +37,7 @@ from medrobust.core.defenses.mart import MART
 from medrobust.core.defenses.noise_injection import NoiseInjectionTraining
 from medrobust.core.defenses.pgd_at import FastFGSMTraining, FGMTraining, PGDAdversarialTraining
 from medrobust.core.defenses.sidp import SIDPTraining
+from medrobust.core.defenses.stable_explanations import IGNorm, IGSumNorm
 from medrobust.core.defenses.trades import TRADES
 
 __all__ = ["DEFENSES", "defense_names", "build_defense"]
@@ -56,6 +57,8 @@ DEFENSES: dict[str, type[AdversarialTrainingStep] | type[SIDPTraining]] = {
     "pni-c": NoiseInjectionTraining,
     "cni": NoiseInjectionTraining,
     "sidp": SIDPTraining,
+    "ig-norm": IGNorm,
+    "ig-sum-norm": IGSumNorm,
 }
 # Settings a name fixes (the same class under several names).
 _PRESETS: dict[str, dict[str, Any]] = {

@@ -85,3 +85,16 @@ def test_errors():
         IGSumNorm(eps=0.1, ig_steps=0)
     with pytest.raises(ValueError, match="eps must be"):
         IGNorm(eps=-1.0)
+
+
+def test_stable_explanation_defenses_are_bundle_options():
+    """``defense: ig-norm`` / ``ig-sum-norm`` in a bundle config builds the training step."""
+    from medrobust.core.defenses import build_defense, defense_names
+    from medrobust.core.defenses.stable_explanations import IGNorm, IGSumNorm
+
+    assert {"ig-norm", "ig-sum-norm"} <= set(defense_names())
+    d = build_defense("IG_NORM", eps=2 / 255, steps=3, lam=0.5)
+    assert isinstance(d, IGNorm) and d.steps == 3
+    assert isinstance(build_defense("ig-sum-norm", eps=2 / 255, beta=0.2), IGSumNorm)
+    with pytest.raises(ValueError, match="eps"):
+        build_defense("ig-norm")
