@@ -23,13 +23,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from benchmarks._data import breastmnist_train
 
 __all__ = ["CASES", "epoch_seconds", "run", "markdown", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
-BREASTMNIST = REPO.parent / "shared" / "data" / "breastmnist" / "breastmnist.npz"
 
 logger = logging.getLogger("benchmarks.adversarial_training_cost")
 
@@ -51,21 +51,6 @@ CASES: list[tuple[str, str, dict, str]] = [
 ]
 
 
-def _data(n_max: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if BREASTMNIST.is_file():
-        from medrobust.data.medmnist import BREASTMNIST_MALIGNANT_POSITIVE, load_medmnist
-
-        s = load_medmnist(BREASTMNIST, "train", label_map=BREASTMNIST_MALIGNANT_POSITIVE)
-        x, y, name = torch.from_numpy(s.images), torch.from_numpy(s.labels), "BreastMNIST train (546 x 1 x 28 x 28)"
-    else:
-        rng = np.random.default_rng(0)
-        x = torch.from_numpy(rng.random((546, 1, 28, 28), dtype=np.float32))
-        y = torch.from_numpy(rng.integers(0, 2, 546))
-        name = "synthetic (546 x 1 x 28 x 28; BreastMNIST not found)"
-    if n_max:
-        x, y = x[:n_max], y[:n_max]
-        name += f", first {len(x)} images"
-    return x, y, name
 
 
 def _network() -> torch.nn.Module:
@@ -92,7 +77,7 @@ def epoch_seconds(step, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed:
 def run(repeats: int, batch_size: int, n_max: int | None, eps: float) -> tuple[list[dict], str]:
     from medrobust.core.defenses import build_defense
 
-    x, y, name = _data(n_max)
+    x, y, name = breastmnist_train(n_max)
     epoch_seconds(None, x[:batch_size], y[:batch_size], batch_size)  # warm-up (imports, allocator)
     rows = []
     natural_all: list[float] = []

@@ -33,32 +33,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from benchmarks._data import breastmnist_train
 
 __all__ = ["training_rows", "eot_rows", "private_rows", "markdown", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
-BREASTMNIST = REPO.parent / "shared" / "data" / "breastmnist" / "breastmnist.npz"
 EPS = 2 / 255
 logger = logging.getLogger("benchmarks.noise_defenses_cost")
 
 
-def _data(n_max: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if BREASTMNIST.is_file():
-        from medrobust.data.medmnist import BREASTMNIST_MALIGNANT_POSITIVE, load_medmnist
-
-        s = load_medmnist(BREASTMNIST, "train", label_map=BREASTMNIST_MALIGNANT_POSITIVE)
-        x, y, name = torch.from_numpy(s.images), torch.from_numpy(s.labels).long(), "BreastMNIST train (546 x 1 x 28 x 28)"
-    else:
-        rng = np.random.default_rng(0)
-        x = torch.from_numpy(rng.random((546, 1, 28, 28), dtype=np.float32))
-        y = torch.from_numpy(rng.integers(0, 2, 546))
-        name = "synthetic (546 x 1 x 28 x 28; BreastMNIST not found)"
-    if n_max:
-        x, y = x[:n_max], y[:n_max]
-        name += f", first {len(x)} images"
-    return x, y, name
 
 
 def _network(seed: int) -> torch.nn.Module:
@@ -247,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ignite").setLevel(logging.WARNING)
     torch.set_num_threads(1)
     load0, t0 = os.getloadavg(), time.perf_counter()
-    x, y, name = _data(args.n)
+    x, y, name = breastmnist_train(args.n)
     tables = {"training": training_rows(x, y, repeats=args.repeats, batch_size=64, steps=args.steps)}
     logger.info("training: %s", tables["training"])
     tables["eot"] = eot_rows(x[:args.eot_n], y[:args.eot_n], repeats=args.repeats, ks=args.ks, attack_steps=args.attack_steps)
