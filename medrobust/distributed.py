@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DistContext", "dist_context", "backend_for", "shard_cases", "shard_dir", "run_sensitivity_distributed",
-           "merge_shards"]  # fmt: skip
+__all__ = ["DistContext", "dist_context", "backend_for", "require_even_split", "shard_cases", "shard_dir",
+           "run_sensitivity_distributed", "merge_shards"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,27 @@ def dist_context() -> DistContext:
 def backend_for(device: Any) -> str:
     """``"nccl"`` for CUDA devices, ``"gloo"`` otherwise (CPU)."""
     return "nccl" if str(device).startswith("cuda") else "gloo"
+
+
+def require_even_split(n: int, world_size: int, *, what: str = "evaluation set") -> int:
+    """Check that ``n`` cases split evenly over ``world_size`` ranks; returns ``n``.
+
+    ignite's ``EpochMetric`` (AUC, accuracy, ECE of the lesion bundle) all-gathers one
+    equal-sized tensor per rank; with ``DistributedSampler(even_divisible=False)`` and a remainder
+    the shards differ in size and the gather fails, and ``even_divisible=True`` would count
+    padded (repeated) cases. The multi-GPU configs call this in ``initialize`` instead.
+
+    Example:
+        >>> require_even_split(78, 2)
+        78
+
+    Raises:
+        ValueError: ``n`` is not a multiple of ``world_size``.
+    """
+    if world_size > 1 and n % world_size:
+        raise ValueError(f"{what}: {n} cases do not split evenly over {world_size} processes; the dataset-level metrics "
+                         f"gather equal shares, so run with a number of processes that divides {n} (or one process).")
+    return n
 
 
 def shard_cases(case_ids: Iterable[str], *, rank: int, world_size: int) -> list[str]:

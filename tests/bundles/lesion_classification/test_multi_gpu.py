@@ -1,14 +1,19 @@
-"""multi_gpu_train.json: two gloo processes (torchrun) train the bundle one tiny epoch; DDP keeps the weights equal."""
+"""multi_gpu_train.json / multi_gpu_evaluate.json: wiring checked on the merged configs (MONAI ConfigParser, no
+process group; the helper is shared with the other bundles), and two gloo processes (torchrun) train the bundle one
+tiny epoch with DDP keeping the weights equal."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from .conftest import BUNDLE
 
@@ -27,13 +32,90 @@ with bundle_imports(bundle):
 """
 
 
+class _Dist:
+    """Stands in for ``torch.distributed`` when a rank-dependent expression is resolved (no process group)."""
+
+    def __init__(self, rank: int, world_size: int = 2) -> None:
+        self.rank, self.world_size = rank, world_size
+
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+
+def _refs(value) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(_refs(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_refs(v) for v in value)) if value else set()
+    return {m.replace("#", "::") for m in re.findall(r"@([\w:#]+)", value)} if isinstance(value, str) else set()
+
+
+def check_multi_gpu_wiring(bundle: Path, files: list[str], *, loaders: dict[str, bool], handlers: dict[str, str],
+                           rank1: dict[str, list[str]]) -> ConfigParser:  # fmt: skip
+    """Merge ``files`` (the multi-GPU override last) with MONAI's ConfigParser and check the wiring.
+
+    - every id the override sets has a parent in the base configs and every ``@reference`` resolves;
+    - ``network`` is DistributedDataParallel, the device comes from ``LOCAL_RANK``, the backend from
+      ``medrobust.distributed.backend_for`` (no hard-coded nccl), the process group is destroyed;
+    - ``loaders``: ``{dataloader id: shuffle expected of its DistributedSampler}``, the loader itself not shuffling;
+    - ``handlers``: ``{handler-list expression id: handler list id}``; ``rank1``: the handler ``_target_``
+      names left on rank 1 (rank 0 keeps the whole list).
+    """
+    cfg = bundle / "configs"
+    base, override = ConfigParser(), json.loads((cfg / files[-1]).read_text())
+    base.read_config([str(cfg / f) for f in files[:-1]])
+    for key in override:
+        parent = key.replace("#", "::").rsplit("::", 1)[0]
+        assert "::" not in key.replace("#", "::") or parent in base, f"{files[-1]}: {key} has no parent {parent}"
+    parser = ConfigParser(globals={"dist": _Dist(1), "os": "os"})
+    parser.read_config([str(cfg / f) for f in files])
+    init, fin = " ".join(parser["initialize"]), " ".join(parser["finalize"])
+    # "$import torch.distributed as dist" would replace the stand-in as soon as the config is parsed
+    parser["initialize"] = [x for x in parser["initialize"] if x != "$import torch.distributed as dist"]
+    missing = sorted(r for r in _refs(override) if r not in parser)
+    assert not missing, f"{files[-1]}: unresolved references {missing}"
+    assert parser["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    assert "@network_def" in parser["network"]["module"]
+    os.environ.setdefault("LOCAL_RANK", "0")
+    assert parser.get_parsed_content("device").type in ("cpu", "cuda")
+    assert "import torch.distributed as dist" in init
+    assert "init_process_group(backend=medrobust.distributed.backend_for(@device))" in init and "nccl" not in init
+    assert "destroy_process_group" in fin
+    for loader, shuffle in loaders.items():
+        ref = parser[f"{loader}::sampler"]
+        sampler = parser[ref.lstrip("@")]
+        assert sampler["_target_"] == "DistributedSampler" and sampler["shuffle"] is shuffle
+        assert sampler["dataset"] == parser[f"{loader}::dataset"]  # the loader's own dataset
+        assert parser[f"{loader}::shuffle"] is False  # the sampler shuffles
+    for expr, lst in handlers.items():  # resolve the rank-dependent lists on rank 1 with names for handlers
+        parser[lst] = [h["_target_"] for h in parser[lst]]
+        got = parser.get_parsed_content(expr) or []
+        assert got == rank1[expr], f"{expr} on rank 1: {got}"
+    return parser
+
+
 def test_multi_gpu_config_follows_monai_convention():
-    cfg = json.loads((BUNDLE / "configs" / "multi_gpu_train.json").read_text())
-    assert cfg["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
-    assert cfg["train::sampler"]["_target_"] == "DistributedSampler" and cfg["train::dataloader::shuffle"] is False
-    assert "get_rank() == 0" in cfg["train::trainer::train_handlers"]  # LR schedule + validation only on other ranks
-    init = " ".join(cfg["initialize"])
-    assert "backend_for(@device)" in init and "'nccl'" not in init  # gloo on CPU, nccl on GPU
+    stats_checkpoint = ["StatsHandler", "CheckpointSaver"]
+    parser = check_multi_gpu_wiring(
+        BUNDLE, ["train.json", "multi_gpu_train.json"], loaders={"train::dataloader": True, "validate::dataloader": False},
+        handlers={"train::trainer::train_handlers": "train::handlers", "validate::evaluator::val_handlers": "validate::handlers"},
+        rank1={"train::trainer::train_handlers": ["LrScheduleHandler", "ValidationHandler"],
+               "validate::evaluator::val_handlers": []})  # fmt: skip
+    assert not set(stats_checkpoint) & set(parser.get_parsed_content("train::trainer::train_handlers"))
+    assert "require_even_split(len(@validate::datalist)" in " ".join(parser["initialize"])
+
+
+def test_multi_gpu_evaluate_config():
+    parser = check_multi_gpu_wiring(BUNDLE, ["train.json", "evaluate.json", "multi_gpu_evaluate.json"],
+                                    loaders={"validate::dataloader": False}, handlers={}, rank1={})  # fmt: skip
+    assert parser["validate::evaluator::network"] == "$@network.module"  # uneven shards: no DDP collectives in eval
+    names = [h["_target_"] for h in parser["validate::handlers"]]
+    assert names == ["CheckpointLoader", "StatsHandler", "MetricsSaver"]  # MetricsSaver gathers: every rank keeps it
+    assert parser.get_parsed_content("validate::handlers::1::_disabled_") is True  # StatsHandler off on rank 1
+    assert "require_even_split(len(@validate::datalist)" in " ".join(parser["initialize"])
 
 
 @pytest.mark.slow
