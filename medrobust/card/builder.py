@@ -118,6 +118,64 @@ def headline(card: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _segmentation_card(loaded: Any, data_root: Path, masks: Path, out: Path, budget: CardBudget, seed: int,
+                       cases: Sequence[str] | None, t0: float) -> CardResult:  # fmt: skip
+    """Dice rows of :mod:`medrobust.card.segmentation` on the images of ``data_root`` that have a mask."""
+    from medrobust.card import segmentation as seg
+    from medrobust.data import DEFAULT_EXCLUDE, load_image, scan_dataset
+    from medrobust.data.preprocess import match_spatial_dims, normalise_image, to_model_input
+
+    exclude = tuple(p.name for p in (out.resolve(), masks.resolve()) if data_root in p.parents)
+    items, errors = scan_dataset(data_root, exclude=(*DEFAULT_EXCLUDE, *exclude))
+    items = sorted((it for it in items if cases is None or it.case_id in set(cases)), key=lambda i: i.case_id)
+    y, ids = seg.load_masks(masks, [it.case_id for it in items], loaded.spatial_shape)
+    keep = {c: i for i, c in enumerate(ids)}
+    items = [it for it in items if it.case_id in keep][: budget.max_cases]
+    xs = [to_model_input(match_spatial_dims(normalise_image(load_image(it).array), len(loaded.spatial_shape))[None],
+                         loaded.spatial_shape, loaded.in_channels)[0] for it in items]  # fmt: skip
+    y = y[[keep[it.case_id] for it in items]]
+    dev = next(iter(loaded.network.parameters()), torch.zeros(0)).device
+    x, y = torch.stack(xs).float().to(dev), y.to(dev)
+    net, timings = loaded.network, {}
+    files = [str(it.path.resolve().relative_to(data_root)) for it in items]
+    na = min(budget.attack_cases, x.shape[0])
+    card: dict[str, Any] = {
+        "card_version": 1,
+        "task": {"type": "segmentation", "model": loaded.name, "source": loaded.source,
+                 "input_shape": [loaded.in_channels, *loaded.spatial_shape], "detected_by": "output (B, K, *spatial) "
+                 "with the input's spatial size, or --task segmentation"},
+        "provenance": {"model_sha256": loaded.sha256, "data_sha256": data_fingerprint(data_root, files),
+                       "masks_folder": masks.name, "n_files": len(files),
+                       "skipped": [[str(e.path.name), e.reason] for e in errors], "seed": int(seed),
+                       "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(budget).items()},
+                       "versions": versions()},
+        "budget_notes": [f"Attacked cases: {na} of {x.shape[0]} with a mask; PGD steps {list(budget.pgd_steps)} "
+                         f"(first: one start, others x {budget.restarts} restarts); {budget.n_boot} bootstrap resamples."],
+        "not_measured": dict(seg.SKIPPED_FOR_SEGMENTATION),
+    }  # fmt: skip
+    for name, fn, kw in (
+        ("clean", seg.seg_clean_section, dict(x=x, y=y)),
+        ("sensitivity", seg.seg_sensitivity_section, dict(x=x, y=y, families=budget.families, severities=budget.severities)),
+        ("adversarial", seg.seg_adversarial_section, dict(x=x[:na], y=y[:na], eps=budget.eps, steps=budget.pgd_steps,
+                                                         restarts=budget.restarts)),
+    ):  # fmt: skip
+        if name == "sensitivity" and not budget.sensitivity:
+            continue
+        t = time.perf_counter()
+        card[name] = fn(net, **kw, n_boot=budget.n_boot, seed=seed)
+        timings[name] = round(time.perf_counter() - t, 3)
+    card["headline"] = {"n_cases": card["clean"]["n"], "clean_dice": card["clean"]["dice"]["value"],
+                        "clean_dice_ci95": [card["clean"]["dice"]["lo"], card["clean"]["dice"]["hi"]],
+                        "robust_dice_worst_case": {f"eps_{r['eps'] * 255:g}_255": r["worst_case"]["value"]
+                                                   for r in card["adversarial"]["rows"]}}  # fmt: skip
+    card["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
+    json_path = out / "card.json"
+    json_path.write_text(json.dumps(card, indent=2, allow_nan=False))
+    html_path = out / "card.html"
+    html_path.write_text(render.render_html(seg.segmentation_page(card)), encoding="utf-8")
+    return CardResult(out, html_path, json_path, card, None)
+
+
 def make_card(
     model: str | Path | torch.nn.Module,
     data: str | Path,
@@ -133,6 +191,8 @@ def make_card(
     meta_schema: str | Path | None = None,
     progress: bool = True,
     cases: Sequence[str] | None = None,
+    task: str = "auto",
+    masks: str | Path | None = None,
 ) -> CardResult:
     """Measure ``model`` on ``data`` and write ``out/card.html`` and ``out/card.json``.
 
@@ -148,6 +208,10 @@ def make_card(
             ``configs/metadata.json`` as a ``robustness`` block (validated with ``meta_schema``
             when given).
         cases: only these case ids (a shard); ``None``: all.
+        task: ``"classification"``, ``"segmentation"`` or ``"auto"`` (segmentation when the model's
+            output is ``(B, K, *spatial)`` with the input's spatial size,
+            :func:`medrobust.card.segmentation.is_segmentation_output`).
+        masks: segmentation only: folder of reference masks named by case id.
 
     Returns:
         :class:`CardResult`.
@@ -166,6 +230,16 @@ def make_card(
     loaded = load_model(model, network_config=network_config, input_size=input_size, device=dev)
     net = loaded.network
     data_root = Path(data).expanduser().resolve()
+    if task not in ("auto", "classification", "segmentation"):
+        raise ValueError(f"task: expected 'auto', 'classification' or 'segmentation', got {task!r}")
+    if task == "auto":
+        from medrobust.card.segmentation import is_segmentation_output
+
+        task = "segmentation" if is_segmentation_output(net, (loaded.in_channels, *loaded.spatial_shape)) else "classification"
+    if task == "segmentation":
+        if masks is None:
+            raise ValueError("masks: a segmentation card needs a folder of reference masks named by case id (--masks)")
+        return _segmentation_card(loaded, data_root, Path(masks), out, budget, seed, cases, t0)
     exclude = (out.resolve().relative_to(data_root).parts[0],) if data_root in out.resolve().parents else ()
     ds: CardData = load_card_data(data_root, spatial_shape=loaded.spatial_shape, in_channels=loaded.in_channels,
                                   labels=labels, exclude=exclude, cases=cases, max_cases=budget.max_cases)  # fmt: skip

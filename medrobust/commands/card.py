@@ -41,6 +41,8 @@ class CardConfig:
     progress: bool = True
     tracking: str = "local"
     tracking_uri: str | None = None
+    task: str = "auto"
+    masks: str | None = None
 
 
 #: ``--flag`` -> (CardBudget field, help); every default shown by ``--help`` is read from ``CardBudget()``
@@ -77,7 +79,7 @@ def _config(args: argparse.Namespace) -> CardConfig:
         model=args.model, data=args.data, out=args.out, budget=_budget(args), labels=args.labels,
         input_size=tuple(args.input_size) if args.input_size else None, network_config=args.network_config,
         device=args.device, seed=args.seed, num_threads=args.num_threads, write_metadata=args.write_metadata,
-        meta_schema=args.meta_schema,
+        meta_schema=args.meta_schema, task=args.task, masks=args.masks,
         progress=not args.no_progress, tracking="off" if args.no_tracking else "local", tracking_uri=args.tracking_uri,
     )  # fmt: skip
 
@@ -101,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                         "'medrobust sensitivity' shards under torchrun")  # fmt: skip
     result = make_card(cfg.model, cfg.data, out, labels=cfg.labels, budget=cfg.budget, seed=cfg.seed, device=cfg.device,
                        input_size=cfg.input_size, network_config=cfg.network_config,
-                       write_metadata=cfg.write_metadata, meta_schema=cfg.meta_schema, progress=cfg.progress)  # fmt: skip
+                       write_metadata=cfg.write_metadata, meta_schema=cfg.meta_schema, progress=cfg.progress,
+                       task=cfg.task, masks=cfg.masks)  # fmt: skip
     if cfg.tracking != "off":
         from medrobust.tracking import log_card
 
@@ -130,6 +133,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     req.add_argument("--data", required=True, help="dataset folder (DICOM / NIfTI / PNG)")
     req.add_argument("--out", required=True, help="output folder (card.html, card.json, sensitivity/)")
     p.add_argument("--labels", help="labels CSV: case_id (or file), label")
+    p.add_argument("--task", default="auto", choices=("auto", "classification", "segmentation"),
+                   help="auto: segmentation when the model's output is (B, K, *spatial) with the input's spatial size")
+    p.add_argument("--masks", help="segmentation: folder of reference masks (NIfTI / PNG) named by case id")
     p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="model input spatial size (TorchScript)")
     p.add_argument("--network-config", help="JSON/YAML network config for a state dict")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
