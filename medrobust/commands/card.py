@@ -119,12 +119,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``card`` subcommand to ``subparsers``."""
     p = subparsers.add_parser(
         "card",
-        help="robustness card of a classifier: one offline HTML page + card.json",
+        help="robustness card of a classifier or segmentation model: one offline HTML page + card.json",
         description="Measure a classifier on a labelled dataset: clean performance and calibration with 95%% intervals, "
         "the natural-perturbation sweep, robust accuracy vs eps under PGD (restarts), Square and AutoAttack with the "
         "gradient-masking check, the (eps, delta) probabilistic robustness bound, intrinsic robustness and nMutant "
         "detection. Writes OUT/card.html (self-contained) and OUT/card.json. Defaults finish in minutes on a CPU; "
-        "the budget flags scale it up.",
+        "the budget flags scale it up. Segmentation models (--masks) get Dice rows: clean, per perturbation family, "
+        "and under PGD with the Dice loss.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         parents=[common_parent()],
     )
