@@ -132,10 +132,11 @@ def log_card(result: Any, *, uri: str | None = None, params: Mapping[str, Any] =
     for k, v in card["headline"].items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             metrics.append((k, v, 0))
+    robust = "robust_dice" if card["task"].get("type") == "segmentation" else "robust_accuracy"
     for r in card.get("adversarial", {}).get("rows", []):
         step = round(r["eps"] * 255)
-        metrics += [(f"robust_accuracy/{name}", e["value"], step) for name, e in r["attacks"].items()]
-        metrics.append(("robust_accuracy/worst_case", r["worst_case"]["value"], step))
+        metrics += [(f"{robust}/{name}", e["value"], step) for name, e in r["attacks"].items()]
+        metrics.append((f"{robust}/worst_case", r["worst_case"]["value"], step))
     for r in card.get("autoattack", {}).get("rows", []):
         metrics.append(("robust_accuracy/autoattack", r["accuracy"]["value"], round(r["eps"] * 255)))
     metrics += _sensitivity_metrics(card.get("sensitivity", {}).get("families", {}))
@@ -150,8 +151,9 @@ def _sensitivity_metrics(families: Mapping[str, Iterable[Mapping[str, Any]]]) ->
     for fam, rows in families.items():
         for step, r in enumerate(rows):  # step = severity index (MLflow steps are integers); severity logged too
             out.append((f"{fam}/severity", r.get("severity"), step))
-            for m in ("accuracy", "flip_rate", "auc", "mean_abs_delta_p"):
-                out.append((f"{fam}/{m}", r.get(m), step))
+            for m in ("accuracy", "flip_rate", "auc", "mean_abs_delta_p", "dice"):
+                v = r.get(m)
+                out.append((f"{fam}/{m}", v.get("value") if isinstance(v, Mapping) else v, step))
     return out
 
 

@@ -43,3 +43,26 @@ def test_log_sensitivity_per_severity(tmp_path):
     client, runs = _runs(default_uri(tmp_path), "medrobust-sensitivity")
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "g/accuracy")] == [(0, 0.9), (1, 0.7)]
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "g/severity")] == [(0, 0.0), (1, 0.5)]
+
+
+def test_log_card_names_segmentation_rows_by_dice(tmp_path):
+    """A segmentation card's adversarial rows are Dice, not accuracy; its Dice-vs-severity rows are logged."""
+    from medrobust.tracking import log_card
+
+    (tmp_path / "card.html").write_text("<html></html>")
+    (tmp_path / "card.json").write_text("{}")
+    entry = lambda v: {"value": v, "lo": v - 0.1, "hi": v + 0.1}  # noqa: E731
+
+    class Result:
+        out, html, json = tmp_path, tmp_path / "card.html", tmp_path / "card.json"
+        card = {"task": {"type": "segmentation", "model": "unet.ts"}, "headline": {"n_cases": 4},
+                "provenance": {"model_sha256": "m", "data_sha256": "d"},
+                "adversarial": {"rows": [{"eps": 2 / 255, "attacks": {"pgd": entry(0.6)}, "worst_case": entry(0.55)}]},
+                "sensitivity": {"families": {"gaussian_blur": [{"severity": 0.0, "dice": entry(0.8)},
+                                                               {"severity": 1.0, "dice": entry(0.7)}]}}}  # fmt: skip
+
+    rid = log_card(Result())
+    client, runs = _runs(default_uri(tmp_path), "medrobust-card")
+    metrics = runs[0].data.metrics
+    assert "robust_dice/worst_case" in metrics and not any(k.startswith("robust_accuracy") for k in metrics)
+    assert [(m.step, m.value) for m in client.get_metric_history(rid, "gaussian_blur/dice")] == [(0, 0.8), (1, 0.7)]
