@@ -36,6 +36,7 @@ __all__ = [
     "check_finite_tensor",
     "check_batch",
     "check_labels",
+    "check_class_range",
     "check_number",
     "check_positive",
     "check_nonnegative",
@@ -267,6 +268,28 @@ def check_nonnegative(name: str, value: N, *, integer: bool = False, hint: str =
         ValueError: eps must be >= 0, got -1.0. eps is a radius in input units.
     """
     return check_number(name, value, low=0, integer=integer, hint=hint)
+
+
+def check_class_range(y: Any, logits: Any, *, name: str = "y") -> None:
+    """Check per-sample class labels against a classifier's logits ``(B, K)``.
+
+    For hooks whose attack never compares the labels with the logits (TRADES attacks the KL to the
+    clean prediction), so that an out-of-range class fails here, naming ``name``, rather than later
+    in the trainer's loss. Does nothing for dense outputs (segmentation) or dense/one-hot labels.
+
+    Example:
+        >>> check_class_range(torch.tensor([0, 1]), torch.zeros(2, 3))
+        >>> check_class_range(torch.tensor([0, 3]), torch.zeros(2, 3))
+        Traceback (most recent call last):
+        ...
+        ValueError: y must be class indices in [0, 3), got tensor [0, 3]; use 0-based class indices (the model has 3 classes).
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        return
+    t = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
+    if t.numel() != logits.shape[0]:
+        return
+    check_labels(t, batch=logits.shape[0], num_classes=logits.shape[1], name=name)
 
 
 def check_bounds(bounds: Any, *, name: str = "bounds") -> tuple[Bound, Bound]:

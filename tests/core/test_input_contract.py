@@ -146,17 +146,7 @@ def test_wrong_length_labels(name, case):
         LABELLED[name](model, x, torch.tensor([0, 1, 2]))
 
 
-# Hooks whose attack never compares the labels with the logits (TRADES attacks the KL to the clean
-# prediction; ADT / ADT-AM / Fisher-AT go through other objectives): an out-of-range class only
-# fails later, in the trainer's loss (or names "target"). Not done yet; strict, so a fix shows up.
-OUT_OF_RANGE_GAPS = {"defense:trades", "defense:adt-exp", "defense:adt-exp-am", "defense:fisher-at"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="labels not checked against the logits"))
-    if n in OUT_OF_RANGE_GAPS else n
-    for n in LABELLED if n != "average_flatness"
-])  # fmt: skip
+@pytest.mark.parametrize("name", [n for n in LABELLED if n != "average_flatness"])
 def test_out_of_range_class(name, case):
     """(average_flatness with eps=0 never attacks: it is covered through robust_loss with eps > 0.)"""
     model, x, y = case

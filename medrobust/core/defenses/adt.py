@@ -44,8 +44,8 @@ from medrobust.core.attacks import fgsm
 from medrobust.core.attacks.base import input_gradient
 from medrobust.core.attacks.losses import resolve_objective
 from medrobust.core.defenses.base import AdversarialTrainingStep, Forward
-from medrobust.core.utils import clip_to_bounds
-from medrobust.core.validation import check_nonnegative, check_positive
+from medrobust.core.utils import class_logits, clip_to_bounds
+from medrobust.core.validation import check_class_range, check_nonnegative, check_positive
 
 __all__ = ["ADTEXP", "ADTEXPAM", "tanh_gaussian_sample", "default_adt_generator"]
 
@@ -98,6 +98,8 @@ class ADTEXP(AdversarialTrainingStep):
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
         obj = resolve_objective(self.attack_loss)
         x = x.detach()
+        with torch.no_grad():  # one forward per step (the inner loop takes steps x mc_samples)
+            check_class_range(y, class_logits(forward(x), spatial=True))
         # plain leaf tensors (zeros_like would keep a MetaTensor subclass, which is not a leaf)
         mu = torch.zeros(x.shape, dtype=x.dtype, device=x.device, requires_grad=True)
         omega = torch.zeros(x.shape, dtype=x.dtype, device=x.device, requires_grad=True)
@@ -190,6 +192,8 @@ class ADTEXPAM(AdversarialTrainingStep):
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
         """The generator input ``cat([x, grad L(x), grad L(x_FGSM)], dim=1)`` ``(B, 3C, *spatial)``."""
         obj = resolve_objective(self.attack_loss)
+        with torch.no_grad():
+            check_class_range(y, class_logits(forward(x), spatial=True))
         _, g1, _ = input_gradient(forward, x, lambda out: obj.loss(out, y))
         x_fgsm = fgsm(forward, x, y, loss_fn=self.attack_loss, eps=self.eps, bounds=self.bounds).x_adv
         _, g2, _ = input_gradient(forward, x_fgsm, lambda out: obj.loss(out, y))

@@ -35,7 +35,8 @@ from medrobust.core.attacks import pgd
 from medrobust.core.defenses.base import Forward
 from medrobust.core.defenses.pgd_at import PGDAdversarialTraining
 from medrobust.core.fisher import image_fisher_information
-from medrobust.core.validation import check_nonnegative, check_number
+from medrobust.core.utils import class_logits
+from medrobust.core.validation import check_class_range, check_nonnegative, check_number
 
 __all__ = ["FisherTargetedTraining", "FisherSelection"]
 
@@ -98,6 +99,8 @@ class FisherTargetedTraining(PGDAdversarialTraining):
         return fi, order[fi[order] >= self.min_fi]
 
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> FisherSelection:
+        with torch.no_grad():
+            check_class_range(y, class_logits(forward(x), spatial=True))
         fi, idx = self.select(forward, x, y)
         labels = torch.as_tensor(y, device=x.device).reshape(-1).long()
         if idx.numel() == 0:

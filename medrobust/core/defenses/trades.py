@@ -30,7 +30,7 @@ from medrobust.core.attacks import pgd
 from medrobust.core.attacks.losses import LossIncrease
 from medrobust.core.defenses.base import AdversarialTrainingStep, Forward, kl_per_sample
 from medrobust.core.utils import class_logits
-from medrobust.core.validation import check_nonnegative, check_positive
+from medrobust.core.validation import check_class_range, check_nonnegative, check_positive
 
 __all__ = ["TRADES", "trades_kl_objective"]
 
@@ -74,7 +74,9 @@ class TRADES(AdversarialTrainingStep):
 
     def make_adversarial(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, engine: Any) -> torch.Tensor:
         with torch.no_grad():
-            p_clean = torch.softmax(class_logits(forward(x), spatial=True), dim=1)
+            logits = class_logits(forward(x), spatial=True)
+        check_class_range(y, logits)  # the KL attack never reads y: check it here, not in the loss
+        p_clean = torch.softmax(logits, dim=1)
         res = pgd(forward, x, p_clean, loss_fn=trades_kl_objective, success_fn=LossIncrease(0.0), eps=self.eps,
                   alpha=self.alpha, steps=self.steps, bounds=self.bounds, generator=self.sample_seed())
         return res.x_adv
