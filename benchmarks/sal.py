@@ -18,8 +18,8 @@ to the median cell).
 
 Results go to a JSONL file after every run (resumable). Run from the repository root::
 
-    nice -n 10 python benchmarks/sal.py --seeds 0 1 2 --epochs 15
-    python benchmarks/sal.py --report
+    nice -n 10 python -m benchmarks.sal --seeds 0 1 2 --epochs 15
+    python -m benchmarks.sal --report
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from benchmarks._evidence import add_results_arguments, run_or_report
 
 __all__ = ["add_marker", "environments", "method_step", "run", "report", "main"]
 
@@ -180,16 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--w_lr", type=float, default=0.2)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--results", type=Path, default=RESULTS)
-    p.add_argument("--report", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("ignite").setLevel(logging.WARNING)
-    torch.set_num_threads(1)
-    if not args.report:
-        run(args)
-    print(report(args.results))
-    return 0
+    add_results_arguments(p, RESULTS)
+    return run_or_report(p.parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ whose label the attack kept, and for uniform random noise of the same radius (re
 
 Results go to a JSONL file after every model (resumable). Run from the repository root::
 
-    nice -n 10 python benchmarks/stable_explanations.py --seeds 0 1 2
-    python benchmarks/stable_explanations.py --report
+    nice -n 10 python -m benchmarks.stable_explanations --seeds 0 1 2
+    python -m benchmarks.stable_explanations --report
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from benchmarks._evidence import add_results_arguments, run_or_report
 
 __all__ = ["METHODS", "make_step", "fit", "evaluate", "run", "report", "main"]
 
@@ -196,16 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--attack_ig_steps", type=int, default=4)
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--results", type=Path, default=RESULTS)
-    p.add_argument("--report", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("ignite").setLevel(logging.WARNING)
-    torch.set_num_threads(1)
-    if not args.report:
-        run(args)
-    print(report(args.results))
-    return 0
+    add_results_arguments(p, RESULTS)
+    return run_or_report(p.parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

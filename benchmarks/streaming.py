@@ -19,8 +19,8 @@ A randomly initialised encoder's probe AUC is the floor.
 
 Results go to a JSONL file after every run (resumable). Run from the repository root::
 
-    nice -n 10 python benchmarks/streaming.py --seeds 0 1 2 --epochs 10
-    python benchmarks/streaming.py --report
+    nice -n 10 python -m benchmarks.streaming --seeds 0 1 2 --epochs 10
+    python -m benchmarks.streaming --report
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from benchmarks._evidence import add_results_arguments, run_or_report
 
 __all__ = ["RUNS", "encoder", "probe_auc", "chunk_losses", "run", "report", "main"]
 
@@ -183,16 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--mas_lambda", type=float, default=100.0)
-    p.add_argument("--results", type=Path, default=RESULTS)
-    p.add_argument("--report", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("ignite").setLevel(logging.WARNING)
-    torch.set_num_threads(1)
-    if not args.report:
-        run(args)
-    print(report(args.results))
-    return 0
+    add_results_arguments(p, RESULTS)
+    return run_or_report(p.parse_args(argv), run, report)
 
 
 if __name__ == "__main__":
