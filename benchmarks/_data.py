@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["BREASTMNIST", "breastmnist_train"]
+__all__ = ["BREASTMNIST", "breastmnist_train", "seeded_batches"]
 
 REPO = Path(__file__).resolve().parents[1]
 BREASTMNIST = Path(os.environ.get("MEDROBUST_SHARED_DATA", REPO.parent / "shared" / "data")) / "breastmnist" / "breastmnist.npz"
@@ -31,3 +31,22 @@ def breastmnist_train(n_max: int | None = None) -> tuple[torch.Tensor, torch.Ten
         x, y = x[:n_max], y[:n_max]
         name += f", first {len(x)} images"
     return x, y, name
+
+
+def seeded_batches(x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, seed: int,
+                   flip: bool = True) -> list[dict[str, torch.Tensor]]:
+    """All training batches up front (``epochs`` seeded shuffles; a random half of each batch
+    flipped along the last axis when ``flip``), as a list MONAI's SupervisedTrainer runs in one
+    "epoch". One generator drives shuffles and flips, so a seed fixes the whole sequence."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            xb = x[idx].clone()
+            if flip:
+                f = torch.rand(len(idx), generator=g) < 0.5
+                xb[f] = xb[f].flip(-1)
+            batches.append({"image": xb, "label": y[idx]})
+    return batches

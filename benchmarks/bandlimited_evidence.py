@@ -19,9 +19,9 @@ library's PGD, true labels; 3-D: first 128 test volumes); AUC under the perturba
 Results are appended to a JSONL file after every run (resumable: finished runs are skipped) and
 summarised (mean +- sd over seeds) into a markdown table. Run from the repository root::
 
-    nice -n 10 python benchmarks/bandlimited_evidence.py --task breastmnist --seeds 0 1 2 --epochs 20
-    nice -n 10 python benchmarks/bandlimited_evidence.py --task synthetic3d --seeds 0 1 2 --epochs 15
-    python benchmarks/bandlimited_evidence.py --report --out docs/bandlimited.md
+    nice -n 10 python -m benchmarks.bandlimited_evidence --task breastmnist --seeds 0 1 2 --epochs 20
+    nice -n 10 python -m benchmarks.bandlimited_evidence --task synthetic3d --seeds 0 1 2 --epochs 15
+    python -m benchmarks.bandlimited_evidence --report --out docs/bandlimited.md
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from benchmarks._data import seeded_batches
 
 __all__ = ["load_task", "network", "train", "evaluate", "run", "report", "main"]
 
@@ -114,17 +116,7 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed
     """Natural training with MONAI's SupervisedTrainer (seeded shuffles and flips)."""
     from monai.engines import SupervisedTrainer
 
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            xb = x[idx].clone()
-            if flip:
-                f = torch.rand(len(idx), generator=g) < 0.5
-                xb[f] = xb[f].flip(-1)
-            batches.append({"image": xb, "label": y[idx]})
+    batches = seeded_batches(x, y, epochs=epochs, batch_size=batch_size, seed=seed, flip=flip)
     trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=batches, network=net,
                                 optimizer=torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-4),
                                 loss_function=nn.CrossEntropyLoss(), decollate=False)

@@ -5,10 +5,10 @@ split; test split only for the final numbers) and a small 3-D model on synthetic
 Every part writes CSV rows to ``--out`` as it goes and skips rows already there (resume), then
 prints its markdown table. One thread (``torch.set_num_threads(1)``).
 
-    python benchmarks/quantization_evidence.py unbiased
-    python benchmarks/quantization_evidence.py variance
-    python benchmarks/quantization_evidence.py sweep --epochs 6
-    python benchmarks/quantization_evidence.py robustness
+    python -m benchmarks.quantization_evidence unbiased
+    python -m benchmarks.quantization_evidence variance
+    python -m benchmarks.quantization_evidence sweep --epochs 6
+    python -m benchmarks.quantization_evidence robustness
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import bootstrap
 
+from benchmarks._data import seeded_batches
 from medrobust.core.attacks import pgd
 from medrobust.core.defenses import PGDAdversarialTraining
 from medrobust.core.metrics.classification import binary_auc
@@ -86,16 +87,7 @@ def train(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int
     from monai.engines import SupervisedTrainer
     from monai.handlers import LrScheduleHandler
 
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            xb = x[idx].clone()
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            xb[flip] = xb[flip].flip(-1)
-            batches.append({"image": xb, "label": y[idx]})
+    batches = seeded_batches(x, y, epochs=epochs, batch_size=batch_size, seed=seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, len(batches)))
     trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=batches, network=net, optimizer=opt,
