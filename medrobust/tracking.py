@@ -1,11 +1,15 @@
-"""Experiment tracking with MLflow: cards and sensitivity sweeps recorded as MLflow runs.
+"""Experiment tracking with MLflow: bundle training, cards and sensitivity sweeps recorded as MLflow runs.
 
-By default a run is recorded in a local MLflow *file store* under the run folder
-(``OUT/mlruns``, no server, works offline); any tracking URI (``sqlite:///...``,
-``http://server:5000``) can be given instead. MLflow 3 keeps its file store in maintenance mode
-and refuses it unless ``MLFLOW_ALLOW_FILE_STORE=true``: for ``file:`` URIs this module sets that
-variable (only if it is unset) before creating the client. Bundle training is tracked by MONAI's
-own ``MLFlowHandler`` (the bundles' ``tracking`` switch, see ``docs/card.md``).
+By default a run is recorded in a local MLflow store under the run folder: an SQLite database
+``OUT/mlflow.db`` with the artifacts next to it in ``OUT/mlruns`` (no server, works offline);
+any tracking URI (``sqlite:///...``, ``http://server:5000``) can be given instead. SQLite rather
+than MLflow's file store because MLflow 3 keeps the file store in maintenance mode (refused unless
+``MLFLOW_ALLOW_FILE_STORE=true``) and MONAI 1.6's ``MLFlowHandler`` rejects ``file:`` URIs
+outright; one store format serves the card, the sweep and bundle training. Bundle training is
+tracked by MONAI's own ``MLFlowHandler`` with its URI from :func:`default_uri` (the bundles'
+``track`` switch, see ``docs/card.md``); :func:`artifact_location` is the rule MONAI's handler
+follows for SQLite stores, so both writers put artifacts in the same place. An explicit ``file:``
+URI is still accepted here (``MLFLOW_ALLOW_FILE_STORE`` is set for it, when unset).
 
 All calls go through an explicit :class:`mlflow.MlflowClient`, so no global active run is
 started or left behind. ``mlflow`` is an optional dependency (``pip install medrobust[tracking]``);
@@ -14,7 +18,12 @@ without it the default local tracking is skipped with a warning, and an explicit
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> default_uri(d).startswith("file://") and default_uri(d).endswith("/mlruns")
+    >>> uri = default_uri(d)
+    >>> uri.startswith("sqlite:///") and uri.endswith("/mlflow.db")
+    True
+    >>> artifact_location(uri) == (d.resolve() / "mlruns").as_uri()
+    True
+    >>> artifact_location("http://server:5000") is None
     True
 """
 
@@ -27,18 +36,29 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_uri", "tracking_client", "log_run", "log_card", "log_sensitivity"]
+__all__ = ["default_uri", "artifact_location", "tracking_client", "experiment_id", "log_run", "log_card",
+           "log_sensitivity"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
+_SQLITE = "sqlite:///"
+
 
 def default_uri(out: str | Path) -> str:
-    """The local file-store URI under a run folder: ``file:///.../OUT/mlruns``."""
-    return (Path(out).expanduser().resolve() / "mlruns").as_uri()
+    """The local store under a run folder: ``sqlite:////.../OUT/mlflow.db`` (artifacts in ``OUT/mlruns``)."""
+    return _SQLITE + (Path(out).expanduser().resolve() / "mlflow.db").as_posix()
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlruns`` next to a local SQLite database
+    (MONAI's ``MLFlowHandler`` rule), else ``None`` (the tracking server decides)."""
+    if uri.startswith(_SQLITE):
+        return (Path(uri[len(_SQLITE):]).parent / "mlruns").as_uri()
+    return None
 
 
 def tracking_client(uri: str) -> Any:
-    """An :class:`mlflow.MlflowClient` for ``uri`` (file stores allowed, see the module docstring).
+    """An :class:`mlflow.MlflowClient` for ``uri`` (a local SQLite database gets its folder created).
 
     Raises:
         ImportError: mlflow is not installed (with the install command).
@@ -49,7 +69,17 @@ def tracking_client(uri: str) -> Any:
         raise ImportError(f"experiment tracking needs mlflow ({e}); pip install 'medrobust[tracking]'.") from None
     if uri.startswith("file:") or "://" not in uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    elif uri.startswith(_SQLITE):
+        Path(uri[len(_SQLITE):]).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name`` in ``client``'s store, created (with :func:`artifact_location`) when missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(str(client.tracking_uri)))
 
 
 def _clean_metrics(metrics: Iterable[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
@@ -87,9 +117,7 @@ def log_run(
     from mlflow.entities import Metric, Param, RunTag
 
     client = tracking_client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-    run = client.create_run(exp_id, run_name=run_name, tags={"mlflow.source.name": "medrobust", **dict(tags)})
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags={"mlflow.source.name": "medrobust", **dict(tags)})
     rid = run.info.run_id
     status = "FAILED"
     try:

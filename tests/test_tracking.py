@@ -1,4 +1,4 @@
-"""medrobust.tracking: runs recorded in an MLflow file store under a tmp folder."""
+"""medrobust.tracking: runs recorded in the local MLflow store (SQLite ``OUT/mlflow.db``, artifacts ``OUT/mlruns``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 
 from medrobust.tracking import default_uri, log_run, log_sensitivity, tracking_client  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shared_uri(tmp_path_factory) -> str:
+    """One store for the tests that do not check the default layout (creating an SQLite store costs ~1 s of CPU)."""
+    return default_uri(tmp_path_factory.mktemp("store"))
 
 
 def _runs(uri: str, experiment: str):
@@ -28,9 +34,10 @@ def test_log_run_records_params_metrics_artifacts(tmp_path):
     hist = client.get_metric_history(rid, "fam/flip_rate")
     assert [(m.step, m.value) for m in hist] == [(0, 0.25), (1, 0.5)] and "bad" not in runs[0].data.metrics
     assert [a.path for a in client.list_artifacts(rid)] == ["report.md"]
+    assert (tmp_path / "mlflow.db").is_file() and list((tmp_path / "mlruns").rglob("report.md"))  # MONAI's layout
 
 
-def test_log_sensitivity_per_severity(tmp_path):
+def test_log_sensitivity_per_severity(tmp_path, shared_uri):
     class Result:
         out = tmp_path
         summary = pd.DataFrame({"family": ["g", "g"], "severity": [0.0, 0.5], "subgroup": ["all", "all"],
@@ -39,13 +46,13 @@ def test_log_sensitivity_per_severity(tmp_path):
         predictions = pd.DataFrame({"case_id": ["a", "b"]})
 
     (tmp_path / "report.md").write_text("x")
-    rid = log_sensitivity(Result(), params={"seed": 0})
-    client, runs = _runs(default_uri(tmp_path), "medrobust-sensitivity")
+    rid = log_sensitivity(Result(), uri=shared_uri, params={"seed": 0})
+    client, runs = _runs(shared_uri, "medrobust-sensitivity")
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "g/accuracy")] == [(0, 0.9), (1, 0.7)]
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "g/severity")] == [(0, 0.0), (1, 0.5)]
 
 
-def test_log_card_names_segmentation_rows_by_dice(tmp_path):
+def test_log_card_names_segmentation_rows_by_dice(tmp_path, shared_uri):
     """A segmentation card's adversarial rows are Dice, not accuracy; its Dice-vs-severity rows are logged."""
     from medrobust.tracking import log_card
 
@@ -61,8 +68,8 @@ def test_log_card_names_segmentation_rows_by_dice(tmp_path):
                 "sensitivity": {"families": {"gaussian_blur": [{"severity": 0.0, "dice": entry(0.8)},
                                                                {"severity": 1.0, "dice": entry(0.7)}]}}}  # fmt: skip
 
-    rid = log_card(Result())
-    client, runs = _runs(default_uri(tmp_path), "medrobust-card")
-    metrics = runs[0].data.metrics
+    rid = log_card(Result(), uri=shared_uri)
+    client, runs = _runs(shared_uri, "medrobust-card")
+    metrics = client.get_run(rid).data.metrics
     assert "robust_dice/worst_case" in metrics and not any(k.startswith("robust_accuracy") for k in metrics)
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "gaussian_blur/dice")] == [(0, 0.8), (1, 0.7)]

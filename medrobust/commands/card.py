@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 
 from medrobust.card.budget import CardBudget
@@ -64,6 +65,7 @@ _BUDGET_FLAGS: dict[str, tuple[str, str]] = {
     "--nmutant-mutants": ("nmutant_mutants", "nMutant SPRT budget (mutants)"),
     "--families": ("families", "sensitivity families (None: the sweep's)"),
     "--n-boot": ("n_boot", "bootstrap resamples"),
+    "--block-cases": ("block_cases", "cases per unit of work (resume and torchrun sharding; numbers depend on it)"),
 }
 
 
@@ -90,29 +92,48 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--eps: radii in 1/255 units should be in (0, 255], got {list(args.eps)}")
     cfg = _config(args)
     out = check_out_dir(cfg.out)
-    if cfg.num_threads is not None:
+    threads = _threads(cfg.num_threads)
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(cfg.num_threads)
+        torch.set_num_threads(threads)
     from medrobust.card.builder import make_card
     from medrobust.distributed import dist_context
 
-    ctx = dist_context()
-    if ctx.world_size > 1:
-        raise UserError("medrobust card under torchrun is not supported yet (run it in one process); "
-                        "'medrobust sensitivity' shards under torchrun")  # fmt: skip
+    ctx = dist_context()  # under torchrun each rank measures a share of the cases; rank 0 merges and writes the card
     result = make_card(cfg.model, cfg.data, out, labels=cfg.labels, budget=cfg.budget, seed=cfg.seed, device=cfg.device,
                        input_size=cfg.input_size, network_config=cfg.network_config,
                        write_metadata=cfg.write_metadata, meta_schema=cfg.meta_schema, progress=cfg.progress,
                        task=cfg.task, masks=cfg.masks)  # fmt: skip
+    if not result.written:
+        logger.info("card: rank %d of %d stored its share; rank 0 writes the card", ctx.rank, ctx.world_size)
+        return 0
     if cfg.tracking != "off":
         from medrobust.tracking import log_card
 
         settings = {k: v for k, v in vars(cfg).items() if k != "budget"}
-        params = {**settings, **asdict(cfg.budget), "eps_255": [round(e * 255, 6) for e in cfg.budget.eps]}
+        params = {**settings, **asdict(cfg.budget), "eps_255": [round(e * 255, 6) for e in cfg.budget.eps],
+                  "world_size": ctx.world_size}  # fmt: skip
         log_card(result, uri=cfg.tracking_uri, params={k: v for k, v in params.items() if v is not None})
     logger.info("card: %s and %s", result.html, result.json)
     return 0
+
+
+def _threads(flag: int | None) -> int | None:
+    """Torch CPU threads: ``--num-threads``, else ``MEDROBUST_NUM_THREADS``, else ``None`` (torch's default, which
+    follows ``OMP_NUM_THREADS``; torchrun sets that to 1 per process when it starts several)."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("MEDROBUST_NUM_THREADS")
+    if env is None:
+        return None
+    try:
+        n = int(env)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"MEDROBUST_NUM_THREADS: expected a positive integer, got {env!r}")
+    return n
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -125,7 +146,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "gradient-masking check, the (eps, delta) probabilistic robustness bound, intrinsic robustness and nMutant "
         "detection. Writes OUT/card.html (self-contained) and OUT/card.json. Defaults finish in minutes on a CPU; "
         "the budget flags scale it up. Segmentation models (--masks) get Dice rows: clean, per perturbation family, "
-        "and under PGD with the Dice loss.",
+        "and under PGD with the Dice loss. Per-case work is stored in OUT/units as it finishes (an interrupted card "
+        "resumes) and runs unchanged under torchrun --nproc_per_node N (rank 0 merges and writes the card).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         parents=[common_parent()],
     )
@@ -142,7 +164,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--seed", type=int, default=0, help="base seed of every random choice")
     p.add_argument("--num-threads", type=positive_int,
-                   help="torch CPU threads (None: torch's default); 1 on a machine shared with other jobs")
+                   help="torch CPU threads (default: $MEDROBUST_NUM_THREADS, else torch's default, which follows "
+                   "$OMP_NUM_THREADS); 1 on a machine shared with other jobs")
     b = p.add_argument_group("budget (defaults: medrobust.card.CardBudget)")
     default = CardBudget()
     kinds = {"eps": float, "prob_eps": float, "prob_delta": float, "families": str}
@@ -162,7 +185,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     m.add_argument("--write-metadata", action="store_true", help="write the headline into the bundle's metadata.json")
     m.add_argument("--meta-schema", help="MONAI metadata schema JSON to validate the updated metadata against")
     m.add_argument("--no-tracking", action="store_true", help="do not record the run with MLflow")
-    m.add_argument("--tracking-uri", help="MLflow tracking URI (default: a file store OUT/mlruns)")
+    m.add_argument("--tracking-uri", help="MLflow tracking URI (default: an SQLite store OUT/mlflow.db)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p

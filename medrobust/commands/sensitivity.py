@@ -187,7 +187,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="exit non-zero when any label does not match an image or any file is skipped")
     p.add_argument("--wait", action="store_true", help="when another run is using --out, wait for it instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--track", action="store_true", help="record the run with MLflow (a file store OUT/mlruns unless --tracking-uri)")
+    p.add_argument("--track", action="store_true", help="record the run with MLflow (an SQLite store OUT/mlflow.db unless --tracking-uri)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (implies --track)")
     p.add_argument("--no-examples", action="store_true", help="skip the example-perturbation figure")
     p.add_argument("--list-families", action="store_true", help="list the perturbation families and exit")

@@ -32,9 +32,9 @@ def test_card_cli_writes_card_and_tracks(inputs, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["provenance"]["budget"]["attack_cases"] == 6 and card["provenance"]["budget"]["eps"] == [2 / 255, 8 / 255]
     assert (out / "card.html").read_text().startswith("<!DOCTYPE html>")
-    from medrobust.tracking import tracking_client
+    from medrobust.tracking import default_uri, tracking_client
 
-    client = tracking_client((out / "mlruns").as_uri())
+    client = tracking_client(default_uri(out))
     runs = client.search_runs([client.get_experiment_by_name("medrobust-card").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.metrics["clean_accuracy"] == card["headline"]["clean_accuracy"]
