@@ -16,15 +16,19 @@ PGD) on the network seen as a function of the fixed image, and trains with the r
   becomes a DDF consistency term).
 
 Only the inner maximisation comes from the defense (its eps, steps, step size, norm, random start,
-seed); the outer loss is the registration step of
+seed); ``eps_ramp`` > 0 is an eps curriculum: the radius (and the PGD step with it) grows linearly
+from ``eps / eps_ramp`` at the first iteration to the defense's ``eps`` at iteration ``eps_ramp``
+and stays there (as the warm-up of Gowal et al. 2018 / Wong et al. 2020 for large radii); the outer
+loss is the registration step of
 :class:`~medrobust.registration.engine.RegistrationIteration` (label loss, regulariser, keypoints).
 
 Example:
     >>> from medrobust.core.defenses import PGDAdversarialTraining
     >>> from medrobust.registration.losses import label_loss
-    >>> it = RobustRegistrationIteration(label_loss([0, 1]), defense=PGDAdversarialTraining(eps=0.01, steps=2), mode="trades")
-    >>> it.mode, it.beta
-    ('trades', 1.0)
+    >>> it = RobustRegistrationIteration(label_loss([0, 1]), defense=PGDAdversarialTraining(eps=0.01, steps=2), mode="trades",
+    ...                                  eps_ramp=4)
+    >>> it.mode, it.beta, it.eps_at(1), it.eps_at(100)
+    ('trades', 1.0, 0.0025, 0.01)
 """
 
 from __future__ import annotations
@@ -58,14 +62,15 @@ class RobustRegistrationIteration(RegistrationIteration):
             set here: registration Dice for ``"pgd-at"``, :func:`ddf_change` for ``"trades"``).
         mode: ``"pgd-at"`` or ``"trades"``.
         beta: weight of the DDF-consistency term (``"trades"``).
+        eps_ramp: iterations of the linear eps warm-up (0: the full radius from the start).
         **kwargs: :class:`RegistrationIteration` settings (regulariser, weight, adversary, moving_keys, ...).
 
     Raises:
-        ValueError: unknown ``mode``, ``beta`` < 0, or ``defense`` not a PGD-AT defense.
+        ValueError: unknown ``mode``, ``beta`` < 0, ``eps_ramp`` < 0, or ``defense`` not a PGD-AT defense.
     """
 
     def __init__(self, label_loss: torch.nn.Module, *, defense: PGDAdversarialTraining, mode: str = "pgd-at",
-                 beta: float = 1.0, **kwargs: Any) -> None:
+                 beta: float = 1.0, eps_ramp: int = 0, **kwargs: Any) -> None:
         super().__init__(label_loss, **kwargs)
         if mode not in ROBUST_MODES:
             raise ValueError(f"mode must be one of {ROBUST_MODES}, got {mode!r}.")
@@ -73,11 +78,22 @@ class RobustRegistrationIteration(RegistrationIteration):
             raise ValueError(f"defense must be a medrobust.core.defenses.PGDAdversarialTraining, got {type(defense).__name__}.")
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}.")
-        self.defense, self.mode, self.beta = defense, mode, float(beta)
+        if isinstance(eps_ramp, bool) or not isinstance(eps_ramp, int) or eps_ramp < 0:
+            raise ValueError(f"eps_ramp must be an int >= 0 (iterations), got {eps_ramp!r}.")
+        self.defense, self.mode, self.beta, self.eps_ramp = defense, mode, float(beta), eps_ramp
+        self._eps, self._alpha = defense.eps, defense.alpha
         defense.attack_loss = registration_objective("dice") if mode == "pgd-at" else ddf_change
+
+    def eps_at(self, iteration: int) -> float:
+        """The attack radius at trainer iteration ``iteration`` (1-based, ignite's count)."""
+        if self.eps_ramp <= 0:
+            return self._eps
+        return self._eps * min(1.0, max(int(iteration), 1) / self.eps_ramp)
 
     def __call__(self, engine: Any, batchdata: dict) -> dict:
         device = engine.state.device
+        scale = self.eps_at(engine.state.iteration) / self._eps if self._eps > 0 else 1.0
+        self.defense.eps, self.defense.alpha = self._eps * scale, self._alpha * scale
         fixed, ml, fl = (_get(batchdata, k, device) for k in BATCH_KEYS[1:])
         moving = moving_input(batchdata, self.moving_keys, device)
         net = engine.network
@@ -110,4 +126,5 @@ class RobustRegistrationIteration(RegistrationIteration):
             self._extra = None
 
     def __repr__(self) -> str:
-        return f"RobustRegistrationIteration(mode={self.mode!r}, defense={self.defense!r}, beta={self.beta:g})"
+        return (f"RobustRegistrationIteration(mode={self.mode!r}, defense={self.defense!r}, beta={self.beta:g}, "
+                f"eps_ramp={self.eps_ramp})")

@@ -58,3 +58,24 @@ def test_robust_step_rejects_bad_settings():
         RobustRegistrationIteration(label_loss([0]), defense=object(), mode="pgd-at")
     a = torch.zeros(2, 3, 4, 4, 4)
     assert ddf_change(a + 1.0, a).tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("iteration,expected", [(1, 0.005), (2, 0.01), (4, 0.02), (40, 0.02)])
+def test_eps_ramp_grows_the_training_radius_linearly(iteration, expected):
+    engine = _engine()
+    engine.state.iteration = iteration
+    step = RobustRegistrationIteration(label_loss([0, 1]), defense=PGDAdversarialTraining(eps=0.02, steps=2, clean_weight=0.5),
+                                       mode="pgd-at", eps_ramp=4)
+    assert step.eps_at(iteration) == pytest.approx(expected)
+    batch = _batch()
+    out = step(engine, batch)
+    adv = out[Keys.IMAGE][-2:]
+    assert 0 < (adv - batch["fixed_image"]).abs().max() <= expected + 1e-6  # the ramped radius, not the full one
+    assert step.defense.alpha == pytest.approx(2.5 * expected / 2)  # the PGD step follows the radius
+
+
+def test_eps_ramp_rejects_bad_values():
+    with pytest.raises(ValueError, match="eps_ramp must be"):
+        RobustRegistrationIteration(label_loss([0]), defense=PGDAdversarialTraining(eps=0.01), eps_ramp=-1)
+    with pytest.raises(ValueError, match="eps_ramp must be"):
+        RobustRegistrationIteration(label_loss([0]), defense=PGDAdversarialTraining(eps=0.01), eps_ramp=2.5)
