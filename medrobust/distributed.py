@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DistContext", "dist_context", "backend_for", "require_even_split", "shard_cases", "shard_dir",
-           "run_sensitivity_distributed", "merge_shards"]  # fmt: skip
+           "run_sensitivity_distributed", "merge_shards", "write_status", "clear_status", "wait_for_ranks", "device_for_rank"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def _case_ids(data: str | Path, out: str | Path) -> list[str]:
     return [it.case_id for it in items]
 
 
-def _device_for_rank(device: Any, ctx: DistContext) -> Any:
+def device_for_rank(device: Any, ctx: DistContext) -> Any:
+    """The device of this rank: ``"cuda"`` / ``"auto"`` become ``cuda:<local rank mod GPUs>`` when CUDA is there."""
     d = str(device)
     if d in ("cuda", "auto"):
         import torch
@@ -135,10 +136,11 @@ def _copy_rows(src: Path, name: str, add: Any, skip: set | None, key: Sequence[s
     return len(rows)
 
 
-def merge_shards(out: str | Path, world_size: int) -> int:
+def merge_shards(out: str | Path, world_size: int, *, cases: Iterable[str] | None = None) -> int:
     """Copy every shard's rows into ``out`` under the single-process identity; returns rows copied.
 
-    Rows already in ``out`` (an earlier merge) are not copied again.
+    Rows already in ``out`` (an earlier merge) are not copied again. ``cases``: the case ids the
+    single-process run was given (``run_sensitivity(cases=...)``; part of its identity), ``None``: all.
 
     Raises:
         ValueError: a shard is missing or incomplete, or the shards ran different settings.
@@ -160,6 +162,8 @@ def merge_shards(out: str | Path, world_size: int) -> int:
         identities.append(ident)
     if any(i != identities[0] for i in identities[1:]):
         raise ValueError("merge: the shards were run with different settings; run every rank with the same arguments.")
+    if cases is not None:  # the identity a one-process run_sensitivity(cases=...) has
+        identities[0]["cases"] = sorted({str(c) for c in cases})
     store = ResultsStore(out)
     provenance = {k: v for k, v in manifests[0].items() if k not in ("identity", "status", "started_at", "finished_at",
                                                                       "resumed_at", "n_predictions", "n_errors", "n_cases")}  # fmt: skip
@@ -196,8 +200,36 @@ def _run_id() -> str:
     return os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_ARRAY_JOB_ID") or "none"
 
 
-def _wait_for_ranks(out: str | Path, world_size: int, started: float, poll_s: float) -> None:
-    """Rank 0: block until every rank of this job wrote its status file; raise if one failed."""
+def write_status(out: str | Path, ctx: DistContext, *, ok: bool, error: str | None = None, **extra: Any) -> Path:
+    """Write this rank's status file next to its shard (``OUT/shards/rank-r-of-N.status.json``); returns its path.
+
+    :func:`wait_for_ranks` on rank 0 reads it; only files of the same torchrun / SLURM job count.
+    """
+    path = _status_path(out, ctx.rank, ctx.world_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run_id": _run_id(), "ok": bool(ok), "error": error, **extra}))
+    return path
+
+
+def clear_status(out: str | Path, ctx: DistContext) -> None:
+    """Remove this rank's status file (call when its shard starts, so rank 0 waits for the new one)."""
+    path = _status_path(out, ctx.rank, ctx.world_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def wait_for_ranks(out: str | Path, world_size: int, started: float, poll_s: float = 0.5) -> None:
+    """Rank 0: block until every rank of this job wrote its status file under ``out``; raise if one failed.
+
+    Args:
+        out: the folder whose ``shards/`` hold the status files.
+        world_size: ranks of the job.
+        started: ``time.time()`` when this rank started (outside torchrun/SLURM, older status files do not count).
+        poll_s: seconds between looks.
+
+    Raises:
+        RuntimeError: a rank wrote a failed status (with its error).
+    """
     run_id = _run_id()
     pending = set(range(world_size))
     last_log = time.monotonic()
@@ -224,12 +256,13 @@ def _wait_for_ranks(out: str | Path, world_size: int, started: float, poll_s: fl
 def run_sensitivity_distributed(model: Any, data: str | Path, out: str | Path, *, poll_s: float = 0.5, **kwargs: Any) -> Any:
     """:func:`medrobust.sensitivity.run_sensitivity`, sharded over the ranks of a torchrun job.
 
-    Every rank sweeps its shard (``cases=``) into :func:`shard_dir` and writes a status file
-    next to it; rank 0, once every rank's status is in (no collective communication: a shared
-    folder is enough, so a SLURM array with ``RANK``/``WORLD_SIZE`` set per task works too), merges
+    Every rank sweeps its shard into :func:`shard_dir` and writes a status file next to it; rank
+    0, once every rank's status is in (no collective communication: a shared folder is enough, so
+    a SLURM array with ``RANK``/``WORLD_SIZE`` set per task works too), merges
     (:func:`merge_shards`) and finishes the run in ``out`` (summary, report). Outside torchrun
-    (world size 1) this is ``run_sensitivity`` itself. Takes ``run_sensitivity``'s arguments
-    (``cases`` is set here, so it may not be given).
+    (world size 1) this is ``run_sensitivity`` itself. Takes ``run_sensitivity``'s arguments;
+    ``cases`` (e.g. the labelled cases of a card) restricts the sweep as in one process and is
+    dealt over the ranks.
 
     Returns:
         Rank 0: the merged :class:`~medrobust.sensitivity.SensitivityResult`; other ranks: their shard's.
@@ -242,14 +275,11 @@ def run_sensitivity_distributed(model: Any, data: str | Path, out: str | Path, *
     ctx = dist_context()
     if ctx.world_size == 1:
         return run_sensitivity(model, data, out, **kwargs)
-    if kwargs.get("cases") is not None:
-        raise ValueError("run_sensitivity_distributed chooses the cases of each rank; do not pass cases.")
+    cases = kwargs.pop("cases", None)
     started = time.time()
-    device = _device_for_rank(kwargs.pop("device", "cpu"), ctx)
-    status = _status_path(out, ctx.rank, ctx.world_size)
-    status.parent.mkdir(parents=True, exist_ok=True)
-    status.unlink(missing_ok=True)
-    shard = shard_cases(_case_ids(data, out), rank=ctx.rank, world_size=ctx.world_size)
+    device = device_for_rank(kwargs.pop("device", "cpu"), ctx)
+    clear_status(out, ctx)
+    shard = shard_cases(_case_ids(data, out) if cases is None else cases, rank=ctx.rank, world_size=ctx.world_size)
     if not shard:
         raise ValueError(f"rank {ctx.rank} of {ctx.world_size} has no case; use fewer processes than cases.")
     logger.info("rank %d of %d: %d cases -> %s", ctx.rank, ctx.world_size, len(shard), shard_dir(out, ctx.rank, ctx.world_size))
@@ -257,11 +287,11 @@ def run_sensitivity_distributed(model: Any, data: str | Path, out: str | Path, *
         result = run_sensitivity(model, data, shard_dir(out, ctx.rank, ctx.world_size), cases=shard, report=False,
                                  device=device, **{**kwargs, "progress": kwargs.get("progress", True) and ctx.rank == 0})  # fmt: skip
     except BaseException as e:
-        status.write_text(json.dumps({"run_id": _run_id(), "ok": False, "error": f"{type(e).__name__}: {e}"}))
+        write_status(out, ctx, ok=False, error=f"{type(e).__name__}: {e}")
         raise
-    status.write_text(json.dumps({"run_id": _run_id(), "ok": True, "n": len(result.predictions)}))
+    write_status(out, ctx, ok=True, n=len(result.predictions))
     if ctx.rank != 0:
         return result
-    _wait_for_ranks(out, ctx.world_size, started, poll_s)
-    merge_shards(out, ctx.world_size)
-    return run_sensitivity(model, data, out, device=device, **kwargs)
+    wait_for_ranks(out, ctx.world_size, started, poll_s)
+    merge_shards(out, ctx.world_size, cases=cases)
+    return run_sensitivity(model, data, out, device=device, cases=cases, **kwargs)

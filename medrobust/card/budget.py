@@ -45,6 +45,10 @@ class CardBudget:
         nmutant_cases, nmutant_mutants: cases and SPRT budget of the nMutant detector.
         families, severities: the sensitivity sweep (``None``: its defaults); ``sensitivity=False`` skips it.
         n_boot: bootstrap resamples.
+        block_cases: cases per unit of work (:mod:`medrobust.card.units`): the per-case sections run
+            on blocks of this many consecutive cases in case-id order, each with a seed derived
+            from its case ids; the unit of resuming and of sharding over torchrun ranks (the
+            numbers depend on it, not on the number of processes).
     """
 
     max_cases: int | None = None
@@ -66,6 +70,7 @@ class CardBudget:
     families: tuple[str, ...] | None = None
     severities: Any = None
     n_boot: int = 1000
+    block_cases: int = 16
 
     def __post_init__(self) -> None:
         if not self.eps or any(not 0 < e <= 1 for e in self.eps):
@@ -74,7 +79,8 @@ class CardBudget:
             raise ValueError(f"CardBudget pgd_steps should be >= 1, got {self.pgd_steps}.")
         if self.autoattack not in ("fast", "standard", "off"):
             raise ValueError(f"CardBudget autoattack should be 'fast', 'standard' or 'off', got {self.autoattack!r}.")
-        for name in ("attack_cases", "restarts", "square_queries", "prob_cases", "nmutant_cases", "nmutant_mutants"):
+        for name in ("attack_cases", "restarts", "square_queries", "prob_cases", "nmutant_cases", "nmutant_mutants",
+                     "block_cases"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"CardBudget {name} should be >= 1, got {getattr(self, name)}.")
 

@@ -50,7 +50,11 @@ __all__ = [
     "load_masks",
     "dice_per_case",
     "seg_clean_section",
+    "seg_sensitivity_dice",
+    "seg_sensitivity_reduce",
     "seg_sensitivity_section",
+    "seg_adversarial_dice",
+    "seg_adversarial_reduce",
     "seg_adversarial_section",
     "dice_figure",
     "segmentation_page",
@@ -161,14 +165,19 @@ def seg_clean_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, n_boot: int
     return {"n": int(len(d)), "dice": _mean(d, n_boot=n_boot, seed=seed), "per_case": [float(v) for v in d]}
 
 
-def seg_sensitivity_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, families: Sequence[str] | None,
-                            severities: Sequence[float] | None, n_boot: int, seed: int) -> dict[str, Any]:  # fmt: skip
-    """Mean Dice vs severity per perturbation family (registry families applied to the model inputs).
+def seg_sensitivity_dice(net: Any, x: torch.Tensor, y: torch.Tensor, *, families: Sequence[str] | None,
+                         severities: Sequence[float] | None, seed: int,
+                         case_ids: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Per-case Dice under every family and severity for one block: ``{"families": {name: [{"severity", "dice": [...]}]}, "skipped"}``.
 
-    Adversarial families (``needs_model``) and families not made for ``x``'s number of spatial dims are skipped.
+    Case ``c`` of family ``f`` at severity ``s`` is perturbed with the sweep's seed
+    ``sample_seed(c, f, s, base_seed=seed)`` (case ids default to the positions ``"0", "1", ...``),
+    so a case's result does not depend on the block or process it runs in. Adversarial families
+    (``needs_model``) and families not made for ``x``'s number of spatial dims are skipped.
     """
     from medrobust.perturbations.registry import PerturbationContext, get_family, sample_seed
 
+    ids = [str(c) for c in case_ids] if case_ids is not None else [str(i) for i in range(x.shape[0])]
     fams: dict[str, list[dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
     for name in families or DEFAULT_FAMILIES:
@@ -178,19 +187,38 @@ def seg_sensitivity_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, famil
             continue
         rows = []
         for sev in severities if severities is not None else fam.severities:
-            seeds = [sample_seed(name, float(sev), i, base_seed=seed) for i in range(x.shape[0])]
+            seeds = [sample_seed(c, name, float(sev), base_seed=seed) for c in ids]
             ctx = PerturbationContext.from_seeds(seeds, device=x.device, bounds=(0.0, 1.0))
             with torch.no_grad():
                 xp = fam.apply(x, float(sev), ctx)
-            rows.append({"severity": float(sev), "dice": _mean(dice_per_case(net, xp, y), n_boot=n_boot, seed=seed)})
+            rows.append({"severity": float(sev), "dice": [float(v) for v in dice_per_case(net, xp, y)]})
         fams[name] = rows
-    return {"n_cases": int(x.shape[0]), "families": fams, "skipped": skipped,
+    return {"n": int(x.shape[0]), "families": fams, "skipped": skipped}
+
+
+def seg_sensitivity_reduce(parts: Sequence[dict[str, Any]], *, n_boot: int, seed: int) -> dict[str, Any]:
+    """The sensitivity section from the :func:`seg_sensitivity_dice` of every block (bootstrap over all cases)."""
+    fams: dict[str, list[dict[str, Any]]] = {}
+    for name, rows in parts[0]["families"].items():
+        fams[name] = [{"severity": r["severity"], "dice": _mean(np.asarray([v for p in parts for v in p["families"][name][j]["dice"]]),
+                                                                n_boot=n_boot, seed=seed)}
+                      for j, r in enumerate(rows)]  # fmt: skip
+    return {"n_cases": sum(int(p["n"]) for p in parts),
+            "families": fams, "skipped": parts[0]["skipped"],
             "method": "registry families applied to the model inputs in [0, 1]; Dice per case, bootstrap over cases"}  # fmt: skip
 
 
-def seg_adversarial_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float], steps: Sequence[int],
-                            restarts: int, n_boot: int, seed: int) -> dict[str, Any]:  # fmt: skip
-    """Robust Dice vs eps (L-inf, ``[0, 1]`` inputs) under PGD with the Dice task loss; worst case per case."""
+def seg_sensitivity_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, families: Sequence[str] | None,
+                            severities: Sequence[float] | None, n_boot: int, seed: int,
+                            case_ids: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Mean Dice vs severity per perturbation family (registry families applied to the model inputs; :func:`seg_sensitivity_dice`)."""
+    part = seg_sensitivity_dice(net, x, y, families=families, severities=severities, seed=seed, case_ids=case_ids)
+    return seg_sensitivity_reduce([part], n_boot=n_boot, seed=seed)
+
+
+def seg_adversarial_dice(net: Any, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float], steps: Sequence[int],
+                         restarts: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    """Per-case Dice of one block: clean and under each PGD setting per radius (Dice task loss)."""
     from medrobust.core.attacks.gradient import pgd
     from medrobust.core.attacks.losses import segmentation_objective
 
@@ -198,18 +226,36 @@ def seg_adversarial_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, eps: 
     clean = dice_per_case(net, x, y)
     rows = []
     for e in eps:
-        attacks: dict[str, Any] = {}
-        worst = clean.copy()
+        attacks: dict[str, list[float]] = {}
         for k, s in enumerate(steps):
             r = 1 if k == 0 else int(restarts)
             g = torch.Generator(device=x.device).manual_seed(int(seed) + 1000 * k)
             adv = pgd(net, x, y, loss_fn=obj, eps=float(e), steps=int(s), restarts=r, generator=g).x_adv
-            d = dice_per_case(net, adv, y)
+            attacks[f"PGD-{s}" + (f" x {r}" if r > 1 else "")] = [float(v) for v in dice_per_case(net, adv, y)]
+        rows.append({"eps": float(e), "attacks": attacks})
+    return {"clean": [float(v) for v in clean], "rows": rows}
+
+
+def seg_adversarial_reduce(parts: Sequence[dict[str, Any]], *, n_boot: int, seed: int) -> dict[str, Any]:
+    """The adversarial section from the :func:`seg_adversarial_dice` of every block; worst case per case."""
+    clean = np.asarray([v for p in parts for v in p["clean"]])
+    rows = []
+    for j, first in enumerate(parts[0]["rows"]):
+        attacks, worst = {}, clean.copy()
+        for name in first["attacks"]:
+            d = np.asarray([v for p in parts for v in p["rows"][j]["attacks"][name]])
             worst = np.minimum(worst, d)
-            attacks[f"PGD-{s}" + (f" x {r}" if r > 1 else "")] = _mean(d, n_boot=n_boot, seed=seed)
-        rows.append({"eps": float(e), "attacks": attacks, "worst_case": _mean(worst, n_boot=n_boot, seed=seed)})
-    return {"n": int(x.shape[0]), "loss": "MONAI DiceLoss (softmax / sigmoid), untargeted, against the reference masks",
+            attacks[name] = _mean(d, n_boot=n_boot, seed=seed)
+        rows.append({"eps": first["eps"], "attacks": attacks, "worst_case": _mean(worst, n_boot=n_boot, seed=seed)})
+    return {"n": int(clean.size), "loss": "MONAI DiceLoss (softmax / sigmoid), untargeted, against the reference masks",
             "clean": _mean(clean, n_boot=n_boot, seed=seed), "rows": rows}  # fmt: skip
+
+
+def seg_adversarial_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float], steps: Sequence[int],
+                            restarts: int, n_boot: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    """Robust Dice vs eps (L-inf, ``[0, 1]`` inputs) under PGD with the Dice task loss; worst case per case."""
+    part = seg_adversarial_dice(net, x, y, eps=eps, steps=steps, restarts=restarts, seed=seed)
+    return seg_adversarial_reduce([part], n_boot=n_boot, seed=seed)
 
 
 def dice_figure(series: dict[str, list[tuple[float, dict[str, Any]]]], *, xlabel: str, title: str = "") -> Figure:
