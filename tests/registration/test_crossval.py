@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from medrobust.registration.crossval import bootstrap_ci, cv_summary, grouped_folds, read_folds, read_pair_groups, write_folds
+from medrobust.registration.crossval import (bootstrap_ci, cv_summary, grouped_folds, paired_difference, read_folds, read_pair_groups,
+                                            write_folds)
 
 
 @pytest.mark.parametrize("n_folds", [2, 5])
@@ -49,3 +50,17 @@ def test_summary_is_per_pair_with_a_ci_that_covers_the_estimate():
     assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
     with pytest.raises(ValueError, match="no held-out pairs"):
         cv_summary([])
+
+
+def test_paired_difference_is_per_pair_and_names_missing_pairs():
+    ref = [{"case_id": str(i), "tre_landmarks_mm": [10.0 + i]} for i in range(20)]
+    better = [{"case_id": str(i), "tre_landmarks_mm": [8.0 + i + (0.5 if i % 2 else -0.5)]} for i in range(20)]
+    d = paired_difference(better, ref, n_boot=500)
+    assert d["n_pairs"] == 20 and d["n_improved"] == 20
+    assert d["delta_mean_mm"] == pytest.approx(-2.0)
+    lo, hi = d["delta_mean_ci"]
+    assert lo <= -2.0 <= hi < 0  # the marginal TRE CIs overlap; the paired CI excludes zero
+    with pytest.raises(ValueError, match="no rows for pairs"):
+        paired_difference([{"case_id": "x", "tre_landmarks_mm": [1.0]}], ref)
+    with pytest.raises(ValueError, match="no pairs"):
+        paired_difference([], ref)
