@@ -49,6 +49,8 @@ class CardBudget:
             on blocks of this many consecutive cases in case-id order, each with a seed derived
             from its case ids; the unit of resuming and of sharding over torchrun ranks (the
             numbers depend on it, not on the number of processes).
+        tre_tau_mm: registration cards: the (eps, delta) estimate's unsafe event is "TRE increases
+            by more than this many mm".
     """
 
     max_cases: int | None = None
@@ -71,6 +73,7 @@ class CardBudget:
     severities: Any = None
     n_boot: int = 1000
     block_cases: int = 16
+    tre_tau_mm: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.eps or any(not 0 < e <= 1 for e in self.eps):
@@ -79,6 +82,8 @@ class CardBudget:
             raise ValueError(f"CardBudget pgd_steps should be >= 1, got {self.pgd_steps}.")
         if self.autoattack not in ("fast", "standard", "off"):
             raise ValueError(f"CardBudget autoattack should be 'fast', 'standard' or 'off', got {self.autoattack!r}.")
+        if not self.tre_tau_mm > 0:
+            raise ValueError(f"CardBudget tre_tau_mm should be > 0 mm, got {self.tre_tau_mm}.")
         for name in ("attack_cases", "restarts", "square_queries", "prob_cases", "nmutant_cases", "nmutant_mutants",
                      "block_cases"):
             if int(getattr(self, name)) < 1:

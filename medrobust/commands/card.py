@@ -66,6 +66,7 @@ _BUDGET_FLAGS: dict[str, tuple[str, str]] = {
     "--families": ("families", "sensitivity families (None: the sweep's)"),
     "--n-boot": ("n_boot", "bootstrap resamples"),
     "--block-cases": ("block_cases", "cases per unit of work (resume and torchrun sharding; numbers depend on it)"),
+    "--tre-tau": ("tre_tau_mm", "registration: the (eps, delta) estimate's event is a TRE increase above this (mm)"),
 }
 
 
@@ -156,8 +157,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     req.add_argument("--data", required=True, help="dataset folder (DICOM / NIfTI / PNG)")
     req.add_argument("--out", required=True, help="output folder (card.html, card.json, sensitivity/)")
     p.add_argument("--labels", help="labels CSV: case_id (or file), label")
-    p.add_argument("--task", default="auto", choices=("auto", "classification", "segmentation"),
-                   help="auto: segmentation when the model's output is (B, K, *spatial) with the input's spatial size")
+    p.add_argument("--task", default="auto", choices=("auto", "classification", "segmentation", "registration"),
+                   help="auto: registration for a bundle whose inference config defines moving_keys (--data: paired "
+                   "folder), segmentation when the model's output is (B, K, *spatial) with the input's spatial size")
     p.add_argument("--masks", help="segmentation: folder of reference masks (NIfTI / PNG) named by case id")
     p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="model input spatial size (TorchScript)")
     p.add_argument("--network-config", help="JSON/YAML network config for a state dict")
@@ -168,7 +170,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "$OMP_NUM_THREADS); 1 on a machine shared with other jobs")
     b = p.add_argument_group("budget (defaults: medrobust.card.CardBudget)")
     default = CardBudget()
-    kinds = {"eps": float, "prob_eps": float, "prob_delta": float, "families": str}
+    kinds = {"eps": float, "prob_eps": float, "prob_delta": float, "families": str, "tre_tau_mm": float}
     for flag, (name, text) in _BUDGET_FLAGS.items():
         value = getattr(default, name)
         if name == "eps":
