@@ -1,4 +1,5 @@
-"""A tiny trained classifier (TorchScript) and a labelled synthetic dataset, 2-D (PNG) or 3-D (NIfTI)."""
+"""A tiny trained classifier (TorchScript) and a labelled synthetic dataset, 2-D (PNG) or 3-D (NIfTI); a tiny
+trained segmentation UNet with images and masks (``seg_inputs``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.networks.nets import UNet
 
 from medrobust.card import CardBudget
 
@@ -65,3 +67,52 @@ def card_inputs(request, tmp_path_factory) -> tuple[Path, Path, int]:
     dims = request.param
     root = tmp_path_factory.mktemp(f"card{dims}d")
     return make_model(root / "model.ts", dims), make_dataset(root / "data", dims), dims
+
+
+SIZE = 16
+
+
+def _disc(dims: int, rng: np.random.Generator) -> np.ndarray:
+    grid = np.stack(np.meshgrid(*[np.arange(SIZE)] * dims, indexing="ij"))
+    c = rng.uniform(5, SIZE - 5, size=(dims,) + (1,) * dims)
+    return (np.sqrt(((grid - c) ** 2).sum(0)) < rng.uniform(2.5, 4.5)).astype(np.uint8)
+
+
+def seg_net(dims: int) -> torch.nn.Module:
+    """A tiny UNet trained for a few steps to segment bright discs."""
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():  # seeded weight init without touching the global RNG state
+        torch.manual_seed(0)
+        net = UNet(dims, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        m = torch.as_tensor(np.stack([_disc(dims, rng) for _ in range(8)]))[:, None]
+        x = 0.2 + 0.6 * m + 0.1 * torch.rand(m.shape, generator=g)
+        loss = torch.nn.functional.cross_entropy(net(x.float()), m[:, 0].long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
+def seg_inputs(request, tmp_path_factory):
+    import nibabel as nib
+    from PIL import Image
+
+    dims = request.param
+    root = tmp_path_factory.mktemp(f"seg{dims}d")
+    (root / "data").mkdir()
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        m = _disc(dims, rng)
+        img = 0.2 + 0.6 * m + 0.1 * rng.random(m.shape)
+        if dims == 2:
+            Image.fromarray((img * 255).astype("uint8")).save(root / "data" / f"c{i}.png")
+            Image.fromarray(m * 255).save(root / "masks" / f"c{i}.png")
+        else:
+            nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), str(root / "data" / f"c{i}.nii.gz"))
+            nib.save(nib.Nifti1Image(m, np.eye(4)), str(root / "masks" / f"c{i}.nii.gz"))
+    return seg_net(dims), root, dims

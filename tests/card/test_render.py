@@ -40,17 +40,12 @@ def _browser() -> str | None:
     return None
 
 
-@pytest.mark.parametrize("width", [1200, 420])
-def test_card_renders_in_headless_chromium(card_inputs, tmp_path_factory, width):
+def _render(page_path, tmp, width: int) -> dict:
+    """Load ``page_path`` (with the probe appended) in headless Chromium at ``width`` px; the probe's findings."""
     browser = _browser()
     if browser is None:
         pytest.skip("no Chromium/Chrome browser installed (apt-get install chromium)")
-    model, data, dims = card_inputs
-    if dims == 3:
-        pytest.skip("the 2-D card has every figure; rendering once per width is enough")
-    tmp = tmp_path_factory.mktemp("render")
-    res = make_card(model, data, tmp / "card", labels=data / "labels.csv", budget=TINY, input_size=(8, 8), progress=False)
-    page = res.html.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>")
+    page = page_path.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>")
     probe_page = tmp / "probe.html"
     probe_page.write_text(page, encoding="utf-8")
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -59,7 +54,36 @@ def test_card_renders_in_headless_chromium(card_inputs, tmp_path_factory, width)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
     assert m, f"no probe in the DOM dump (rc {out.returncode}): {out.stderr[-2000:]}"
-    r = json.loads(m.group(1).replace("&quot;", '"'))
+    return json.loads(m.group(1).replace("&quot;", '"'))
+
+
+@pytest.mark.parametrize("width", [1200, 420])
+def test_card_renders_in_headless_chromium(card_inputs, tmp_path_factory, width):
+    if _browser() is None:
+        pytest.skip("no Chromium/Chrome browser installed (apt-get install chromium)")
+    model, data, dims = card_inputs
+    if dims == 3:
+        pytest.skip("the 2-D card has every figure; rendering once per width is enough")
+    tmp = tmp_path_factory.mktemp("render")
+    res = make_card(model, data, tmp / "card", labels=data / "labels.csv", budget=TINY, input_size=(8, 8), progress=False)
+    r = _render(res.html, tmp, width)
     assert r["images"] == 3 and r["decoded"] == 3, r  # reliability, sensitivity, robustness figures
     assert r["imagesInside"] == 3, r
     assert r["scrollWidth"] <= r["width"] and r["bodyScroll"] <= r["width"], r  # no horizontal overflow
+
+
+@pytest.mark.parametrize("seg_inputs", [3], indirect=True, ids=["3d"])  # one segmentation card per width is enough
+@pytest.mark.parametrize("width", [1200, 420])
+def test_segmentation_card_renders_in_headless_chromium(seg_inputs, tmp_path_factory, width):
+    if _browser() is None:
+        pytest.skip("no Chromium/Chrome browser installed (apt-get install chromium)")
+    net, root, dims = seg_inputs
+    from medrobust.card import CardBudget
+
+    tmp = tmp_path_factory.mktemp("render_seg")
+    budget = CardBudget(attack_cases=2, eps=(4 / 255,), pgd_steps=(2,), families=("gaussian_noise",), severities=[0.0, 0.3],
+                        n_boot=20)  # fmt: skip
+    res = make_card(net, root / "data", tmp / "card", masks=root / "masks", budget=budget, input_size=(16,) * 3, progress=False)
+    r = _render(res.html, tmp, width)
+    assert r["images"] == 2 and r["decoded"] == 2 and r["imagesInside"] == 2, r  # Dice vs severity, robust Dice vs eps
+    assert r["scrollWidth"] <= r["width"] and r["bodyScroll"] <= r["width"], r

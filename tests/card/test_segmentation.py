@@ -15,55 +15,10 @@ from monai.networks.nets import UNet
 from medrobust.card import CardBudget, make_card
 from medrobust.card.segmentation import dice_per_case, is_segmentation_output, load_masks
 
-SIZE = 16
+from .conftest import SIZE, seg_net
+
 BUDGET = CardBudget(attack_cases=4, eps=(2 / 255, 32 / 255), pgd_steps=(3, 3), restarts=2,
                     families=("gaussian_noise",), severities=[0.0, 0.3], n_boot=50)  # fmt: skip
-
-
-def _disc(dims: int, rng: np.random.Generator) -> np.ndarray:
-    grid = np.stack(np.meshgrid(*[np.arange(SIZE)] * dims, indexing="ij"))
-    c = rng.uniform(5, SIZE - 5, size=(dims,) + (1,) * dims)
-    return (np.sqrt(((grid - c) ** 2).sum(0)) < rng.uniform(2.5, 4.5)).astype(np.uint8)
-
-
-def _net(dims: int) -> torch.nn.Module:
-    """A tiny UNet trained for a few steps to segment bright discs."""
-    g = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng():  # seeded weight init without touching the global RNG state
-        torch.manual_seed(0)
-        net = UNet(dims, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0)
-    opt = torch.optim.Adam(net.parameters(), lr=0.05)
-    rng = np.random.default_rng(1)
-    for _ in range(30):
-        m = torch.as_tensor(np.stack([_disc(dims, rng) for _ in range(8)]))[:, None]
-        x = 0.2 + 0.6 * m + 0.1 * torch.rand(m.shape, generator=g)
-        loss = torch.nn.functional.cross_entropy(net(x.float()), m[:, 0].long())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
-
-
-@pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
-def seg_inputs(request, tmp_path_factory):
-    import nibabel as nib
-    from PIL import Image
-
-    dims = request.param
-    root = tmp_path_factory.mktemp(f"seg{dims}d")
-    (root / "data").mkdir()
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(2)
-    for i in range(6):
-        m = _disc(dims, rng)
-        img = 0.2 + 0.6 * m + 0.1 * rng.random(m.shape)
-        if dims == 2:
-            Image.fromarray((img * 255).astype("uint8")).save(root / "data" / f"c{i}.png")
-            Image.fromarray(m * 255).save(root / "masks" / f"c{i}.png")
-        else:
-            nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), str(root / "data" / f"c{i}.nii.gz"))
-            nib.save(nib.Nifti1Image(m, np.eye(4)), str(root / "masks" / f"c{i}.nii.gz"))
-    return _net(dims), root, dims
 
 
 def test_segmentation_card(seg_inputs, tmp_path):
@@ -126,3 +81,49 @@ def test_segmentation_card_cli_auto_detects(seg_inputs, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["task"]["type"] == "segmentation" and "sensitivity" not in card
     assert card["headline"]["robust_dice_worst_case"].keys() == {"eps_4_255"}
+
+
+def _seg_bundle(root: Path, net: torch.nn.Module, dims: int, repo_root: Path) -> Path:
+    """A minimal segmentation bundle: the UNet as network_def, its weights, metadata from the lesion bundle's."""
+    b = root / "seg_bundle"
+    (b / "configs").mkdir(parents=True)
+    (b / "models").mkdir()
+    (b / "configs" / "inference.json").write_text(json.dumps({"network_def": {
+        "_target_": "monai.networks.nets.UNet", "spatial_dims": dims, "in_channels": 1, "out_channels": 2,
+        "channels": [4, 8], "strides": [2], "num_res_units": 0}}))  # fmt: skip
+    meta = json.loads((repo_root / "bundles" / "lesion_classification" / "configs" / "metadata.json").read_text())
+    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [SIZE] * dims
+    meta["network_data_format"]["outputs"]["pred"]["spatial_shape"] = [SIZE] * dims
+    (b / "configs" / "metadata.json").write_text(json.dumps(meta))
+    torch.save(net.state_dict(), b / "models" / "model.pt")
+    return b
+
+
+def test_segmentation_bundle_writes_metadata_and_resumes(seg_inputs, tmp_path, repo_root, meta_schema, monkeypatch):
+    net, root, dims = seg_inputs
+    if dims == 2:
+        pytest.skip("3-D is enough")
+    bundle = _seg_bundle(tmp_path, net, dims, repo_root)
+    kw = dict(masks=root / "masks", budget=BUDGET, progress=False, write_metadata=True, meta_schema=meta_schema)
+    res = make_card(bundle, root / "data", tmp_path / "card", **kw)
+    block = json.loads(res.metadata.read_text())["robustness"]
+    assert block["task"] == "segmentation" and block["clean_dice"] == res.card["clean"]["dice"]["value"]
+    assert block["robust_dice_worst_case"].keys() == {"eps_2_255", "eps_32_255"}
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(res.metadata), filepath=str(meta_schema))
+    import medrobust.card.segmentation as seg
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a stored unit")
+
+    monkeypatch.setattr(seg, "seg_adversarial_dice", boom)
+    monkeypatch.setattr(seg, "seg_sensitivity_dice", boom)
+    again = make_card(bundle, root / "data", tmp_path / "card", **kw)  # resumed: every unit read back
+    assert {k: v for k, v in again.card.items() if k != "timings_s"} == {k: v for k, v in res.card.items() if k != "timings_s"}
+
+
+def test_segmentation_card_metadata_needs_a_bundle(seg_inputs, tmp_path):
+    net, root, dims = seg_inputs
+    with pytest.raises(ValueError, match="not a bundle"):
+        make_card(net, root / "data", tmp_path, masks=root / "masks", input_size=(SIZE,) * dims, write_metadata=True)
