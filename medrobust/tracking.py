@@ -36,8 +36,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_uri", "artifact_location", "tracking_client", "experiment_id", "log_run", "log_card",
-           "log_sensitivity"]  # fmt: skip
+__all__ = ["default_uri", "artifact_location", "tracking_client", "experiment_id", "enabled", "run_name", "log_run",
+           "log_card", "log_sensitivity"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,41 @@ def experiment_id(client: Any, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(str(client.tracking_uri)))
+
+
+def enabled(track: bool = True) -> bool:
+    """Whether this process records a bundle run: ``track`` is on, this is rank 0 of a torchrun job
+    (or no job), and mlflow is installed (else a warning and no tracking, as for :func:`log_card`).
+
+    The bundles' ``train.json`` disable their ``MLFlowHandler`` with ``"$not medrobust.tracking.enabled(@track)"``,
+    so under DDP only rank 0 creates the store (the other ranks do not even open it).
+
+    Example:
+        >>> enabled(False)
+        False
+    """
+    from medrobust.distributed import dist_context
+
+    if not track or dist_context().rank != 0:
+        return False
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        logger.warning("tracking: mlflow is not installed; the run is not recorded (pip install 'medrobust[tracking]').")
+        return False
+    return True
+
+
+def run_name(prefix: str = "train") -> str:
+    """``<prefix>_YYYYmmdd_HHMMSS_<pid>``: one name per process, shared by a workflow's trainer and validator handlers.
+
+    Example:
+        >>> run_name("eval").startswith("eval_")
+        True
+    """
+    import time
+
+    return f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
 
 
 def _clean_metrics(metrics: Iterable[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
