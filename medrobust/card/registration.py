@@ -290,8 +290,10 @@ def registration_sections(clean: Sequence[dict], sens: Sequence[dict], adv: Sequ
         rows.append({"eps": first["eps"], "attacks": attacks, "mean_objective": loss,
                      "gradient_masking": bool(worse), "reasons": [f"{n} reached a higher mean objective ({loss[n]:.3f}) than "
                                                                   f"PGD ({loss['pgd']:.3f})" for n in worse]})  # fmt: skip
+    attacked = {r["case_id"] for p in adv for r in p[0]["attacks"]["pgd"]}
     out["adversarial"] = {
         "norm": "Linf", "target": "fixed image ([0, 1] intensities)", "n_pairs": rows[0]["attacks"]["pgd"]["n_pairs"],
+        "clean": _summary([r for r in clean if r["case_id"] in attacked], n_boot=n_boot, seed=seed),
         "objective": "1 - soft Dice of the warped moving labels (medrobust.registration.robustness.attack_rows)",
         "pgd": {"steps": int(budget.pgd_steps[0]), "restarts": int(budget.restarts)},
         "checks": {"noise": f"uniform sign noise of L-inf size eps, worst of {NOISE_DRAWS} draws, every radius",
@@ -333,6 +335,24 @@ def _tre_figure(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]],
     return fig
 
 
+def _tre_panels(families: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
+    """TRE median (95 % band) vs severity, one panel per family (families have their own severity units)."""
+    cols = min(3, max(1, len(families)))
+    nrows = (len(families) + cols - 1) // cols
+    fig = Figure(figsize=(3.4 * cols, 2.8 * nrows))
+    for k, (name, rows) in enumerate(families.items()):
+        ax = fig.add_subplot(nrows, cols, k + 1)
+        sev = [r["severity"] for r in rows]
+        ax.plot(sev, [r["tre_median_mm"] for r in rows], marker="o", ms=3)
+        ax.fill_between(sev, [r["tre_median_ci"][0] for r in rows], [r["tre_median_ci"][1] for r in rows], alpha=0.15)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("severity", fontsize=8)
+        ax.set_ylabel("TRE median (mm)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _eps(e: float) -> str:
     return f"{e * 255:g}/255"
 
@@ -368,20 +388,21 @@ def registration_page(card: Mapping[str, Any]) -> dict[str, Any]:
         f"before registration the TRE median is {_fmt(clean['before_registration'])}."] + list(card.get("flags", []))})  # fmt: skip
     sens = card.get("sensitivity")
     if sens and sens["families"]:
-        series = {name: [(r["severity"], r) for r in rows] for name, rows in sens["families"].items()}
         tbl = [(n, f"{r['severity']:g}", _fmt(r), f"{r['tre_increase_median_mm']:+.2f}", f"{r['dice_gland']:.3f}")
                for n, rows in sens["families"].items() for r in rows]  # fmt: skip
         secs.append({"title": "Natural perturbation sensitivity (fixed image)", "text": [sens["method"]],
-                     "figure": figure_png(_tre_figure(series, xlabel="severity (family units)")),
+                     "figure": figure_png(_tre_panels(sens["families"])),
                      "caption": "TRE vs severity per family",
                      "table": (("family", "severity", "TRE median", "median TRE increase (mm)", "gland Dice"), tbl),
                      "notes": [f"skipped {k}: {v}" for k, v in sens["skipped"].items()]})  # fmt: skip
     series = {name: [(r["eps"] * 255, r["attacks"][name]) for r in adv["rows"] if name in r["attacks"]]
               for name in ("pgd", "noise", "square")}  # fmt: skip
+    series["clean (attacked pairs)"] = [(r["eps"] * 255, adv["clean"]) for r in adv["rows"]]
     tbl = [(_eps(r["eps"]), *[(_fmt(r["attacks"][a]) if a in r["attacks"] else "-") for a in ("pgd", "noise", "square")],
             "FLAGGED" if r["gradient_masking"] else "ok") for r in adv["rows"]]  # fmt: skip
     text = [f"PGD-{adv['pgd']['steps']} (x {adv['pgd']['restarts']}) on the {adv['target']}, objective {adv['objective']}; "
-            f"{adv['n_pairs']} pairs. Checks: {adv['checks']['noise']}; {adv['checks']['square']}.",
+            f"{adv['n_pairs']} pairs (clean TRE median on these pairs {_fmt(adv['clean'])}). Checks: {adv['checks']['noise']}; "
+            f"{adv['checks']['square']}.",
             ("FLAG: gradient-masking check " if adv["gradient_masking"] else "Gradient-masking check ") + adv["masking_check"] + "."]
     text += [f"FLAG: eps {_eps(r['eps'])}: {why}" for r in adv["rows"] for why in r["reasons"]]
     secs.append({"title": "Adversarial robustness (L-inf on the fixed image)", "text": text,

@@ -74,6 +74,11 @@ def test_registration_card(bundle, pairs, tmp_path, meta_schema):
     html = res.html.read_text()
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
     assert set(imgs) == {"TRE vs severity per family", "TRE vs eps"} and "upper bound on robustness" in html.lower()
+    from .test_render import _browser, _render
+
+    if _browser() is not None:  # the page fits a narrow window too
+        r = _render(res.html, tmp_path, 420)
+        assert r["images"] == r["decoded"] == r["imagesInside"] == 2 and r["scrollWidth"] <= r["width"], r
 
 
 def test_registration_bundle_from_its_config(bundle, pairs, tmp_path):
