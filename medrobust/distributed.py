@@ -13,6 +13,10 @@ runs the sweep there: nothing is left to compute, so summary, plots and report a
 from exactly the predictions a single process would have made (every prediction is a function of
 its case, family, severity and seed only).
 
+``medrobust card`` uses the same pieces for its units (:mod:`medrobust.card.units`):
+:func:`shard_cases` over unit keys, a store per rank in :func:`shard_dir`, :func:`write_status` /
+:func:`wait_for_ranks` to meet in the folder, :func:`device_for_rank` for CUDA.
+
 Example:
     >>> shard_cases(["c", "a", "d", "b", "e"], rank=1, world_size=2)
     ['b', 'd']
