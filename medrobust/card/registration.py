@@ -23,8 +23,13 @@ Rows (per pair: TRE = mean over the pair's landmark TREs, :func:`~medrobust.regi
   fixed-image perturbation that increases the draw's TRE by more than ``tau`` mm: an upper bound.
 
 Example:
-    >>> is_registration_bundle("bundles/mrus_registration"), is_registration_bundle("bundles/lesion_classification")
+    >>> import json, tempfile, pathlib
+    >>> b = pathlib.Path(tempfile.mkdtemp()); (b / "configs").mkdir()
+    >>> _ = (b / "configs" / "inference.json").write_text(json.dumps({"moving_keys": ["moving_image"]}))
+    >>> is_registration_bundle(b), is_registration_bundle(b / "configs")
     (True, False)
+    >>> registration_budget(CardBudget())[0].attack_cases  # registration screening default
+    8
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from medrobust.card.budget import CardBudget
 from medrobust.card.render import figure_png
 
 __all__ = ["NOISE_DRAWS", "REGISTRATION_DEFAULTS", "RegistrationBundle", "is_registration_bundle", "load_registration_bundle",
@@ -100,7 +106,7 @@ def load_registration_bundle(root: str | Path, *, device: torch.device | str = "
                               get("grid_size", None), get("alignment", "centre"), weights, train_ids)  # fmt: skip
 
 
-def registration_budget(budget: Any) -> tuple[Any, list[str]]:
+def registration_budget(budget: CardBudget) -> tuple[CardBudget, list[str]]:
     """``budget`` with :data:`REGISTRATION_DEFAULTS` in the fields left at the classification default; the fields replaced."""
     from dataclasses import fields, replace
 
