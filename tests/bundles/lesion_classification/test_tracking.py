@@ -15,6 +15,7 @@ def _train(run_workflow, npz, tmp_path, **overrides):
                         spatial_size=[16, 16], batch_size=16, **overrides)  # fmt: skip
 
 
+@pytest.mark.slow  # ~8 CPU-s: mlflow import, store creation, 2 epochs
 def test_training_run_lands_in_the_local_store(run_workflow, synthetic_npz, tmp_path):
     _train(run_workflow, synthetic_npz, tmp_path, epochs=2)
     client = tracking_client(default_uri(tmp_path / "out"))  # sqlite:///<output_dir>/mlflow.db
