@@ -116,3 +116,16 @@ def seg_inputs(request, tmp_path_factory):
             nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), str(root / "data" / f"c{i}.nii.gz"))
             nib.save(nib.Nifti1Image(m, np.eye(4)), str(root / "masks" / f"c{i}.nii.gz"))
     return seg_net(dims), root, dims
+
+
+@pytest.fixture
+def ranks(monkeypatch):
+    """``set_rank(r, n)``: this process is rank r of an n-process torchrun job."""
+
+    def set_rank(rank: int, world: int) -> None:
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test-job")
+
+    return set_rank

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from medrobust.card import CardBudget, make_card
+from medrobust.card import make_card
 from medrobust.card.units import UnitStore, block_seed, blocks, identity_hash, run_units
 
 from .conftest import TINY
@@ -25,19 +25,6 @@ BUDGET = replace(TINY, block_cases=3)
 
 def _numbers(card: dict) -> dict:
     return {k: v for k, v in card.items() if k != "timings_s"}
-
-
-@pytest.fixture
-def ranks(monkeypatch):
-    """``set_rank(r, n)``: this process is rank r of an n-process torchrun job."""
-
-    def set_rank(rank: int, world: int) -> None:
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("LOCAL_RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", str(world))
-        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test-job")
-
-    return set_rank
 
 
 def test_blocks_and_seeds_depend_on_case_ids_only():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from monai.networks.nets import UNet
 from medrobust.card import CardBudget, make_card
 from medrobust.card.segmentation import dice_per_case, is_segmentation_output, load_masks
 
-from .conftest import SIZE, seg_net
+from .conftest import SIZE
 
 BUDGET = CardBudget(attack_cases=4, eps=(2 / 255, 32 / 255), pgd_steps=(3, 3), restarts=2,
                     families=("gaussian_noise",), severities=[0.0, 0.3], n_boot=50)  # fmt: skip
@@ -127,3 +128,17 @@ def test_segmentation_card_metadata_needs_a_bundle(seg_inputs, tmp_path):
     net, root, dims = seg_inputs
     with pytest.raises(ValueError, match="not a bundle"):
         make_card(net, root / "data", tmp_path, masks=root / "masks", input_size=(SIZE,) * dims, write_metadata=True)
+
+
+def test_segmentation_card_sharded_over_two_ranks(seg_inputs, tmp_path, ranks):
+    """Rank 1 then rank 0 of a 2-process torchrun job: rank 0's card equals a one-process card."""
+    net, root, dims = seg_inputs
+    if dims == 2:
+        pytest.skip("3-D is enough")
+    kw = dict(masks=root / "masks", budget=replace(BUDGET, block_cases=2), input_size=(SIZE,) * dims, progress=False)
+    single = make_card(net, root / "data", tmp_path / "one", **kw).card
+    ranks(1, 2)
+    assert not make_card(net, root / "data", tmp_path / "two", **kw).written
+    ranks(0, 2)
+    merged = json.loads(make_card(net, root / "data", tmp_path / "two", **kw).json.read_text())
+    assert {k: v for k, v in merged.items() if k != "timings_s"} == {k: v for k, v in single.items() if k != "timings_s"}

@@ -69,3 +69,16 @@ def test_cli_defaults_are_the_budget_defaults(tmp_path):
                                       "--pgd-steps", "4", "7", "--families", "gaussian_noise", "--no-sensitivity"])
     b = _config(args).budget
     assert b.eps == (3 / 255,) and b.pgd_steps == (4, 7) and b.families == ("gaussian_noise",) and not b.sensitivity
+
+
+def test_thread_count_from_flag_or_environment(monkeypatch, tmp_path, capsys):
+    from medrobust.commands.card import _threads
+
+    monkeypatch.delenv("MEDROBUST_NUM_THREADS", raising=False)
+    assert _threads(None) is None and _threads(3) == 3  # no flag, no variable: torch's own default
+    monkeypatch.setenv("MEDROBUST_NUM_THREADS", "2")
+    assert _threads(None) == 2 and _threads(1) == 1  # the flag wins
+    monkeypatch.setenv("MEDROBUST_NUM_THREADS", "two")
+    argv = ["card", "--model", "m", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--no-tracking"]
+    assert main(argv) == 2
+    assert "MEDROBUST_NUM_THREADS: expected a positive integer, got 'two'" in capsys.readouterr().err
