@@ -198,6 +198,9 @@ def log_card(result: Any, *, uri: str | None = None, params: Mapping[str, Any] =
     robust = "robust_dice" if card["task"].get("type") == "segmentation" else "robust_accuracy"
     for r in card.get("adversarial", {}).get("rows", []):
         step = round(r["eps"] * 255)
+        if card["task"].get("type") == "registration":  # TRE median (mm) per attack, no accuracy-like entries
+            metrics += [(f"tre_median_mm/{name}", s["tre_median_mm"], step) for name, s in r["attacks"].items()]
+            continue
         metrics += [(f"{robust}/{name}", e["value"], step) for name, e in r["attacks"].items()]
         metrics.append((f"{robust}/worst_case", r["worst_case"]["value"], step))
     for r in card.get("autoattack", {}).get("rows", []):
@@ -214,7 +217,7 @@ def _sensitivity_metrics(families: Mapping[str, Iterable[Mapping[str, Any]]]) ->
     for fam, rows in families.items():
         for step, r in enumerate(rows):  # step = severity index (MLflow steps are integers); severity logged too
             out.append((f"{fam}/severity", r.get("severity"), step))
-            for m in ("accuracy", "flip_rate", "auc", "mean_abs_delta_p", "dice"):
+            for m in ("accuracy", "flip_rate", "auc", "mean_abs_delta_p", "dice", "tre_median_mm"):
                 v = r.get(m)
                 out.append((f"{fam}/{m}", v.get("value") if isinstance(v, Mapping) else v, step))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -74,6 +75,10 @@ def test_registration_card(bundle, pairs, tmp_path, meta_schema):
     html = res.html.read_text()
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
     assert set(imgs) == {"TRE vs severity per family", "TRE vs eps"} and "upper bound on robustness" in html.lower()
+    if importlib.util.find_spec("mlflow") is not None:  # the command records every card: registration rows too
+        from medrobust.tracking import log_card
+
+        assert isinstance(log_card(res), str)
     from .test_render import _browser, _render
 
     if _browser() is not None:  # the page fits a narrow window too
