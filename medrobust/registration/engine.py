@@ -40,6 +40,7 @@ __all__ = [
     "RegistrationEvalIteration",
     "LossCSVLogger",
     "PreciseBatchNorm",
+    "recompute_batchnorm",
 ]
 
 BATCH_KEYS = ("moving_image", "fixed_image", "moving_label", "fixed_label")
@@ -249,25 +250,47 @@ class PreciseBatchNorm:
 
         engine.add_event_handler(Events.COMPLETED, self)
 
-    @torch.no_grad()
     def __call__(self, engine: Any) -> None:
-        bns = [m for m in engine.network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if not bns or self.num_batches == 0:
+        if self.num_batches == 0:
             return
-        momenta = [bn.momentum for bn in bns]
-        was_training = engine.network.training
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative moving average over the batches below
-        engine.network.train()
-        seen = 0
-        while seen < self.num_batches:
-            for batch in self.data_loader:
-                device = engine.state.device
-                register(engine.network, moving_input(batch, self.moving_keys, device), _get(batch, "fixed_image", device))
-                seen += 1
-                if seen >= self.num_batches:
-                    break
-        for bn, m in zip(bns, momenta):
-            bn.momentum = m
-        engine.network.train(was_training)
+        device = engine.state.device
+
+        def inputs():
+            seen = 0
+            while True:
+                for batch in self.data_loader:
+                    yield torch.cat([moving_input(batch, self.moving_keys, device), _get(batch, "fixed_image", device)], dim=1)
+                    seen += 1
+                    if seen >= self.num_batches:
+                        return
+                if seen == 0:  # an empty loader
+                    return
+
+        recompute_batchnorm(engine.network, inputs())
+
+
+@torch.no_grad()
+def recompute_batchnorm(network: torch.nn.Module, inputs: Any) -> int:
+    """Reset every BatchNorm's running statistics and recompute them as the cumulative average over ``inputs``.
+
+    ``inputs``: an iterable of network inputs (e.g. ``(B, C, *spatial)`` batches of training pairs),
+    forwarded in train mode without gradients. Momenta and the train/eval mode are restored.
+    Returns the number of batches seen (0 and nothing changed when the network has no BatchNorm).
+    """
+    bns = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    was_training = network.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average over the batches below
+    network.train()
+    seen = 0
+    for x in inputs:
+        network(x)
+        seen += 1
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    network.train(was_training)
+    return seen

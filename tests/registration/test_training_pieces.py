@@ -275,3 +275,16 @@ def test_precise_batchnorm_makes_eval_match_train_statistics():
     torch.testing.assert_close(eval_out, train_out, atol=0.05 * float(train_out.abs().max()) + 1e-4, rtol=0)
     with pytest.raises(ValueError, match="num_batches"):
         PreciseBatchNorm([batch], num_batches=-1)
+
+
+def test_recompute_batchnorm_averages_over_the_given_inputs_and_restores_the_mode():
+    from medrobust.registration.engine import recompute_batchnorm
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 2, 1), torch.nn.BatchNorm3d(2)).eval()
+    xs = [torch.rand(2, 2, 4, 4, 4, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(3)]
+    assert recompute_batchnorm(net, iter(xs)) == 3 and not net.training
+    with torch.no_grad():
+        means = torch.stack([net[0](x).mean(dim=(0, 2, 3, 4)) for x in xs]).mean(0)
+    torch.testing.assert_close(net[1].running_mean, means)
+    assert net[1].momentum == 0.1
+    assert recompute_batchnorm(torch.nn.Conv3d(2, 2, 1), iter(xs)) == 0

@@ -25,6 +25,7 @@ Nothing in ``docs/README.md`` changes unless ``--update_readme``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import re
@@ -42,12 +43,13 @@ from medrobust.models import load_bundle_network, run_bundle_workflow
 from medrobust.registration.baselines import ddf_rows, network_ddf_fn, no_registration_rows
 from medrobust.registration.cascade import MASK_MODES, SegmentThenRegister
 from medrobust.registration.crossval import bootstrap_ci, cv_summary, paired_difference, read_folds
+from medrobust.registration.engine import recompute_batchnorm
 from medrobust.registration.segmenter import fit_gland_segmenter, gland_dice, gland_segmenter
 
 BUNDLE = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("mrus_registration.crossval")
 STAGES = ("global", "all")
-STAGE_LABELS = {"global": "global only", "all": "global + dense"}
+STAGE_LABELS = {"global": "global only", "all": "global + dense", "all_bn": "global + dense, BN statistics recomputed"}
 GRID = {"spacing": 3.0, "size": (24, 32, 24), "alignment": "centre"}
 
 
@@ -118,8 +120,11 @@ def _summarise(out: Path, n_folds: int) -> tuple[dict, dict | None]:
         name = json.loads(meta.read_text())["name"] if meta.is_file() else run_dir.name.replace("_", " ")
         fold_dirs = sorted(run_dir.glob("fold*"))
         modes = sorted({m for f in fold_dirs for m in MASK_MODES if (f / f"cascade_{m}_global.json").is_file()})
-        groups = [(name, {s: STAGE_LABELS[s] for s in STAGES})]
-        groups += [(f"{name} -> image-only cascade ({m} predicted MR mask)", {f"cascade_{m}_{s}": STAGE_LABELS[s] for s in STAGES})
+        bn = ("all_bn",) if fold_dirs and all((f / "all_bn.json").is_file() for f in fold_dirs) else ()
+        groups = [(name, {s: STAGE_LABELS[s] for s in STAGES + bn})]
+        groups += [(f"{name} -> image-only cascade ({m} predicted MR mask)",
+                    {f"cascade_{m}_{s}": STAGE_LABELS[s] for s in STAGES + (bn if all((f / f"cascade_{m}_all_bn.json").is_file()
+                                                                                      for f in fold_dirs) else ())})
                    for m in modes]
         for label, stages in groups:
             complete = [f for f in fold_dirs if all((f / f"{s}.json").is_file() for s in stages)]
@@ -133,7 +138,7 @@ def _summarise(out: Path, n_folds: int) -> tuple[dict, dict | None]:
                 s = cv_summary(rows)
                 if none_rows:
                     s["vs_none"] = paired_difference(rows, list(none_rows.values()))
-                if by_stage:  # the dense stage against the global stage of the same networks
+                if by_stage:  # the dense stages against the global stage of the same networks
                     s["vs_global"] = paired_difference(rows, next(iter(by_stage.values())))
                 by_stage[stage] = rows
                 summary[label][stage_label] = s
@@ -160,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cascade", nargs="*", default=[], choices=MASK_MODES,
                    help="also score mask-input networks image-only, fed a per-fold MR gland segmenter's hard and/or soft mask")
     p.add_argument("--segmenter_steps", type=int, default=400, help="training steps of each fold's MR gland segmenter")
+    p.add_argument("--recompute_bn", type=int, default=0, metavar="N",
+                   help="also score global + dense after recomputing LocalNet's BatchNorm statistics on N batches of 2 of the fold's "
+                        "training pairs (stage all_bn; what train.json's precise_bn_batches does at the end of training)")
     p.add_argument("--update_readme", action="store_true", help="also write the table between the crossval markers of docs/README.md")
     args = p.parse_args(argv)
     args.out = args.out.resolve()  # fold paths are handed to the bundle, which reads relative paths under bundle_root
@@ -187,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                     "output_dir": str(fold_dir)}
             base_done = all((fold_dir / f"{s}.json").is_file() for s in STAGES)
             cascade_todo = [m for m in args.cascade if not all((fold_dir / f"cascade_{m}_{s}.json").is_file() for s in STAGES)]
-            if base_done and not cascade_todo:
+            bn_todo = args.recompute_bn > 0 and not all((fold_dir / f).is_file() for f in
+                                                        ["all_bn.json"] + [f"cascade_{m}_all_bn.json" for m in args.cascade])
+            if base_done and not cascade_todo and not bn_todo:
                 logger.info("%s fold %d: done already", name, k)
                 continue
             t0 = time.time()
@@ -203,15 +213,28 @@ def main(argv: list[str] | None = None) -> int:
                     rows = ddf_rows(test, network_ddf_fn(net, keys, stage=stage), timed=True)
                     (fold_dir / f"{stage}.json").write_text(json.dumps({"rows": rows, "train_seconds": train_s}))
                 logger.info("%s fold %d done (%.0f s training)", name, k, train_s)
-            if cascade_todo and net.in_channels != 3:
+            if args.cascade and net.in_channels != 3:
                 logger.warning("%s: --cascade needs a mask-input network (moving_mask_input=true); skipped", name)
-                continue
-            for mode in cascade_todo:
+            for mode in cascade_todo if net.in_channels == 3 else []:
                 cascade = SegmentThenRegister(_fold_segmenter(args, folds[k], k), net, mask_mode=mode).eval()
                 for stage in STAGES:
                     rows = ddf_rows(test, network_ddf_fn(cascade, ["moving_image"], stage=stage), timed=True)
                     (fold_dir / f"cascade_{mode}_{stage}.json").write_text(json.dumps({"rows": rows}))
                 logger.info("%s fold %d: image-only cascade (%s mask) scored", name, k, mode)
+            if bn_todo:
+                bn_net = copy.deepcopy(net)
+                train = load_paired_dataset(args.dataset_dir, ids=folds[k]["train"], moving_mask=True, **GRID)
+                batches = (torch.stack([torch.cat([*(t[q] for q in keys), t["fixed_image"]]) for t in train[i:i + 2]])
+                           for i in range(0, 2 * args.recompute_bn, 2) if i + 2 <= len(train))
+                recompute_batchnorm(bn_net, batches)
+                bn_net.eval()
+                (fold_dir / "all_bn.json").write_text(json.dumps({"rows": ddf_rows(test, network_ddf_fn(bn_net, keys), timed=True),
+                                                                  "recompute_bn": args.recompute_bn}))
+                for mode in args.cascade if net.in_channels == 3 else []:
+                    cascade = SegmentThenRegister(_fold_segmenter(args, folds[k], k), bn_net, mask_mode=mode).eval()
+                    rows = ddf_rows(test, network_ddf_fn(cascade, ["moving_image"]), timed=True)
+                    (fold_dir / f"cascade_{mode}_all_bn.json").write_text(json.dumps({"rows": rows}))
+                logger.info("%s fold %d: dense stage rescored with recomputed BatchNorm statistics", name, k)
     summary, seg = _summarise(args.out, len(folds))
     if summary:
         (args.out / "summary.json").write_text(json.dumps({"runs": summary, "segmenter": seg}, indent=2))

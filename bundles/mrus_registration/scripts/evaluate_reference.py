@@ -8,7 +8,12 @@ on the 12 training pairs of the former 16-pair ``split.json``)::
         --override moving_mask_input=true --trained_on obs000 obs001 obs002 obs003 obs006 obs007 obs008 obs009 obs010 obs011 obs012 obs013
 
 Rows for no registration, the global stage alone and global + dense, summarised with
-:func:`medrobust.registration.crossval.cv_summary`, go to ``OUT/<name>.json`` (default ``runs/reference``).
+:func:`medrobust.registration.crossval.cv_summary` (and the per-pair change against no registration,
+:func:`~medrobust.registration.crossval.paired_difference`), go to ``OUT/<name>.json`` (default
+``runs/reference``). With ``--cascade_steps N`` (a mask-input network), an MR gland segmenter is trained
+for N steps on the MR images of the ``--trained_on`` pairs only and the network is also scored
+image-only, fed the segmenter's mask (:class:`~medrobust.registration.cascade.SegmentThenRegister`);
+the cascade's weights go to ``OUT/<name>_cascade.pt``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import torch
 from medrobust.data.paired import load_paired_dataset
 from medrobust.models import load_bundle_network
 from medrobust.registration.baselines import ddf_rows, network_ddf_fn, no_registration_rows
-from medrobust.registration.crossval import cv_summary, read_pair_groups
+from medrobust.registration.cascade import SegmentThenRegister
+from medrobust.registration.crossval import cv_summary, paired_difference, read_pair_groups
+from medrobust.registration.segmenter import fit_gland_segmenter, gland_dice, gland_segmenter
 
 BUNDLE = Path(__file__).resolve().parents[1]
 
@@ -36,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", action="append", default=[], metavar="ID=JSON")
     p.add_argument("--trained_on", nargs="+", required=True, help="the network's training pair ids (their MR groups are excluded)")
     p.add_argument("--num_threads", type=int, default=0)
+    p.add_argument("--cascade_steps", type=int, default=0, help="also score the image-only cascade, its segmenter trained this many steps")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=BUNDLE / "runs" / "reference")
     args = p.parse_args(argv)
     if args.num_threads > 0:
@@ -49,11 +58,29 @@ def main(argv: list[str] | None = None) -> int:
     ids = sorted(i for i, g in groups.items() if g not in seen)
     net = load_bundle_network(BUNDLE, config_files=["inference.json"], overrides=overrides, weights=args.weights.resolve())
     keys = ["moving_image", "moving_mask"][: net.in_channels - 1]
-    items = load_paired_dataset(args.dataset_dir, ids=ids, spacing=3.0, size=(24, 32, 24), alignment="centre", moving_mask=len(keys) > 1)
-    out = {"pairs": ids, "no registration": cv_summary(no_registration_rows(items))}
-    for stage, label in (("global", "global only"), ("all", "global + dense")):
-        out[label] = cv_summary(ddf_rows(items, network_ddf_fn(net, keys, stage=stage), timed=True))
+    grid = {"spacing": 3.0, "size": (24, 32, 24), "alignment": "centre"}
+    items = load_paired_dataset(args.dataset_dir, ids=ids, moving_mask=True, **grid)
+    none = no_registration_rows(items)
+    out = {"pairs": ids, "no registration": cv_summary(none)}
+    nets = [("", net, keys)]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cascade_steps > 0:
+        if net.in_channels != 3:
+            print("evaluate_reference: --cascade_steps needs a mask-input network (3 input channels).", file=sys.stderr)  # noqa: T201
+            return 2
+        train = load_paired_dataset(args.dataset_dir, ids=args.trained_on, moving_mask=True, **grid)
+        seg = gland_segmenter(spatial_dims=3)
+        fit_gland_segmenter(seg, torch.stack([t["moving_image"] for t in train]), torch.stack([t["moving_mask"] for t in train]),
+                            steps=args.cascade_steps, seed=args.seed)
+        dice = gland_dice(seg, torch.stack([t["moving_image"] for t in items]), torch.stack([t["moving_mask"] for t in items]))
+        out["segmenter_dice_mean"] = float(dice.mean())
+        cascade = SegmentThenRegister(seg, net).eval()
+        torch.save(cascade.state_dict(), args.out / f"{args.name.replace(' ', '_')}_cascade.pt")
+        nets.append(("image-only cascade (hard predicted MR mask), ", cascade, ["moving_image"]))
+    for prefix, model, model_keys in nets:
+        for stage, label in (("global", "global only"), ("all", "global + dense")):
+            rows = ddf_rows(items, network_ddf_fn(model, model_keys, stage=stage), timed=True)
+            out[prefix + label] = {**cv_summary(rows), "vs_none": paired_difference(rows, none)}
     (args.out / f"{args.name.replace(' ', '_')}.json").write_text(json.dumps(out, indent=2))
     sys.stdout.write(json.dumps({k: v for k, v in out.items() if k != "pairs"}, indent=1) + "\n")
     return 0

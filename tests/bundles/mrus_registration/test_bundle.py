@@ -245,3 +245,14 @@ def test_sweep_script_exits_nonzero_without_a_model(tmp_path, capsys):
     assert module.main(["--weights", str(tmp_path / "absent.pt"), "--out", str(tmp_path / "out")]) == 2
     assert "no model weights" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_cascade_config_builds_one_image_only_network(tmp_path):
+    from medrobust.registration.cascade import SegmentThenRegister
+
+    wf = _workflow(["train.json", "train_cascade.json"], run=False, ckpt_dir=str(tmp_path), output_dir=str(tmp_path))
+    cascade = wf.parser.get_parsed_content("cascade")
+    assert isinstance(cascade, SegmentThenRegister) and cascade.in_channels == 2
+    assert cascade.registration is wf.parser.get_parsed_content("network")  # the network the trainer optimises
+    assert wf.parser.get_parsed_content("moving_keys") == ["moving_image", "moving_mask"]  # trained with true MR masks
+    assert wf.parser.get_parsed_content("cascade_path") == str(tmp_path) + "/model_cascade.pt"

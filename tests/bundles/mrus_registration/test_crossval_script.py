@@ -52,10 +52,10 @@ def test_cascade_rows_per_fold_resume_and_table(tmp_path):
         torch.save(net.state_dict(), out / "mask_input_bending" / f"fold{k}" / "model.pt")
     args = ["--dataset_dir", str(data), "--folds_file", str(folds), "--out", str(out), "--regularisers", "bending",
             "--name", "mask input", "--override", "moving_mask_input=true", "--cascade", "hard", "--segmenter_steps", "2",
-            "--num_threads", "1"]
+            "--recompute_bn", "1", "--num_threads", "1"]
     assert _script().main(args) == 0
     fold0 = out / "mask_input_bending" / "fold0"
-    for stage in ("none", "global", "all", "cascade_hard_global", "cascade_hard_all"):
+    for stage in ("none", "global", "all", "all_bn", "cascade_hard_global", "cascade_hard_all", "cascade_hard_all_bn"):
         assert (fold0 / f"{stage}.json").is_file(), stage
     rows = json.loads((fold0 / "cascade_hard_all.json").read_text())["rows"]
     assert [r["case_id"] for r in rows] == ["case2", "case3"]  # the held-out pairs of fold 0 only
@@ -65,6 +65,7 @@ def test_cascade_rows_per_fold_resume_and_table(tmp_path):
     cascade = summary["runs"]["mask input, bending -> image-only cascade (hard predicted MR mask)"]
     assert cascade["global + dense"]["n_pairs"] == 4 and cascade["global + dense"]["vs_none"]["n_pairs"] == 4
     assert "vs_global" in cascade["global + dense"] and summary["segmenter"]["n_pairs"] == 4
+    assert summary["runs"]["mask input, bending"]["global + dense, BN statistics recomputed"]["n_pairs"] == 4
     table = (out / "table.md").read_text()
     assert "| no registration | identity | 4 |" in table and "held-out Dice" in table
     # a rerun finds everything done: nothing is retrained or rescored
