@@ -1,4 +1,5 @@
-"""``medrobust card``: a robustness card (one offline HTML page + card.json) for a classifier on a dataset.
+"""``medrobust card``: a robustness card (one offline HTML page + card.json) for a classifier, segmentation model or
+registration bundle on a dataset; resumable, sharded under torchrun.
 
 Example::
 
@@ -6,6 +7,8 @@ Example::
         --out runs/card
     medrobust card --model model.ts --input-size 224 224 --data dicoms/ --labels labels.csv --out runs/card \\
         --attack-cases 500 --eps 1 2 4 8 --pgd-steps 10 50 --restarts 5 --square-queries 1000 --autoattack standard
+    medrobust card --model bundles/mrus_registration --data paired_pairs/ --out runs/reg_card
+    torchrun --nproc_per_node 2 -m medrobust card --model M --data D --labels L --out runs/card
 """
 
 from __future__ import annotations
@@ -141,13 +144,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``card`` subcommand to ``subparsers``."""
     p = subparsers.add_parser(
         "card",
-        help="robustness card of a classifier or segmentation model: one offline HTML page + card.json",
+        help="robustness card of a classifier, segmentation model or registration bundle: one offline HTML page + card.json",
         description="Measure a classifier on a labelled dataset: clean performance and calibration with 95%% intervals, "
         "the natural-perturbation sweep, robust accuracy vs eps under PGD (restarts), Square and AutoAttack with the "
         "gradient-masking check, the (eps, delta) probabilistic robustness bound, intrinsic robustness and nMutant "
         "detection. Writes OUT/card.html (self-contained) and OUT/card.json. Defaults finish in minutes on a CPU; "
         "the budget flags scale it up. Segmentation models (--masks) get Dice rows: clean, per perturbation family, "
-        "and under PGD with the Dice loss. Per-case work is stored in OUT/units as it finishes (an interrupted card "
+        "and under PGD with the Dice loss. Registration bundles (--data: a paired folder) get TRE rows: clean with "
+        "bootstrap CIs, per fixed-image perturbation, under PGD with noise and Square checks, and the (eps, delta) "
+        "bound on a TRE increase above --tre-tau. Per-case work is stored in OUT/units as it finishes (an interrupted card "
         "resumes) and runs unchanged under torchrun --nproc_per_node N (rank 0 merges and writes the card).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         parents=[common_parent()],
