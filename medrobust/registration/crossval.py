@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["read_pair_groups", "grouped_folds", "write_folds", "read_folds", "pair_tre", "bootstrap_ci", "cv_summary",
-           "paired_difference"]
+           "paired_difference", "summary_table"]
 
 
 def read_pair_groups(path: str | Path) -> dict[str, str]:
@@ -170,3 +170,31 @@ def paired_difference(rows: Sequence[dict[str, Any]], reference: Sequence[dict[s
     return {"n_pairs": len(rows), "delta_median_mm": float(np.nanmedian(d)), "delta_median_ci": bootstrap_ci(d, np.median, n_boot=n_boot, seed=seed),
             "delta_mean_mm": float(np.nanmean(d)), "delta_mean_ci": bootstrap_ci(d, np.mean, n_boot=n_boot, seed=seed),
             "n_improved": int(np.sum(d < 0))}
+
+
+def _ci(v: Sequence[float]) -> str:
+    return f"[{v[0]:.2f}, {v[1]:.2f}]"
+
+
+def summary_table(summary: dict[str, dict[str, dict[str, Any]]], note: str = "") -> str:
+    """Markdown table of ``{configuration: {stage: cv_summary(...)}}``, one row per stage.
+
+    A stage summary may carry ``vs_none`` and ``vs_global`` (:func:`paired_difference` against no
+    registration and against the global stage), shown as the per-pair change columns. ``note``
+    is appended as a paragraph under the table.
+    """
+    lines = ["| configuration | stage | pairs | TRE median (mm) [95 % CI] | TRE mean (mm) [95 % CI] | change vs none, median (mm) "
+             "[95 % CI] | change vs none, mean (mm) [95 % CI] | pairs improved | dense vs global only, mean (mm) [95 % CI] | "
+             "gland Dice | folding % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, by_stage in summary.items():
+        for stage, s in by_stage.items():
+            vn, vg = s.get("vs_none"), s.get("vs_global")
+            lines.append(
+                f"| {name} | {stage} | {s['n_pairs']} | {s['tre_median_mm']:.2f} {_ci(s['tre_median_ci'])} | {s['tre_mean_mm']:.2f} "
+                f"{_ci(s['tre_mean_ci'])} | "
+                + (f"{vn['delta_median_mm']:+.2f} {_ci(vn['delta_median_ci'])} | {vn['delta_mean_mm']:+.2f} {_ci(vn['delta_mean_ci'])} | "
+                   f"{vn['n_improved']}/{vn['n_pairs']} | " if vn else " | | | ")
+                + (f"{vg['delta_mean_mm']:+.2f} {_ci(vg['delta_mean_ci'])} | " if vg else " | ")
+                + f"{s['dice_gland']:.3f} | {s.get('folding_pct', 0.0):.3f} |")
+    return "\n".join(lines) + ("\n\n" + note if note else "") + "\n"

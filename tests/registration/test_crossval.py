@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medrobust.registration.crossval import (bootstrap_ci, cv_summary, grouped_folds, paired_difference, read_folds, read_pair_groups,
-                                            write_folds)
+                                            summary_table, write_folds)
 
 
 @pytest.mark.parametrize("n_folds", [2, 5])
@@ -64,3 +64,13 @@ def test_paired_difference_is_per_pair_and_names_missing_pairs():
         paired_difference([{"case_id": "x", "tre_landmarks_mm": [1.0]}], ref)
     with pytest.raises(ValueError, match="no pairs"):
         paired_difference([], ref)
+
+
+def test_summary_table_shows_paired_columns_only_where_computed():
+    rows = [{"case_id": str(i), "tre_landmarks_mm": [float(i)], "dice_gland": 0.5, "folding_pct": 0.0} for i in range(6)]
+    s = cv_summary(rows, n_boot=50)
+    table = summary_table({"none": {"identity": s}, "net": {"global only": {**s, "vs_none": paired_difference(rows, rows, n_boot=50)}}},
+                          "a note")
+    lines = table.splitlines()
+    assert len(lines) == 6 and lines[-1] == "a note" and all(line.count("|") == 12 for line in lines[:4])
+    assert "| net | global only | 6 |" in lines[3] and "+0.00 [0.00, 0.00]" in lines[3] and "0/6" in lines[3]
