@@ -42,6 +42,7 @@ from monai.networks.blocks import Warp
 
 from medrobust.core.attacks import pgd, registration_objective, square
 from medrobust.core.attacks.base import per_sample_generators
+from medrobust.core.utils import eval_mode
 from medrobust.registration.engine import register
 from medrobust.registration.evaluation import case_metrics
 
@@ -126,14 +127,9 @@ def attack_fixed_image(
                        success_fn=_never).x_adv
     else:
         x_adv = _worst_noise(model, fixed_image, y, obj, eps=eps, draws=restarts, seed=seed)
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.no_grad():
-            ddf_clean, ddf_adv = model(fixed_image), model(x_adv)
-            info = {"loss_clean": obj.loss(ddf_clean, y).reshape(-1), "loss": obj.loss(ddf_adv, y).reshape(-1), "attack": attack}
-    finally:
-        network.train(was_training)
+    with eval_mode(network), torch.no_grad():  # every submodule's own train/eval flag is restored afterwards
+        ddf_clean, ddf_adv = model(fixed_image), model(x_adv)
+        info = {"loss_clean": obj.loss(ddf_clean, y).reshape(-1), "loss": obj.loss(ddf_adv, y).reshape(-1), "attack": attack}
     return x_adv, ddf_adv, info
 
 
@@ -142,19 +138,14 @@ def _worst_noise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, obj: 
     """Uniform sign noise ``+-eps`` (clipped to [0, 1]); of ``draws`` draws the one with the highest objective per sample."""
     gens = per_sample_generators(seed, x.shape[0])
     best, best_loss = x, torch.full((x.shape[0],), -float("inf"))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for _ in range(draws):
-                sign = torch.stack([torch.randint(0, 2, x.shape[1:], generator=g) for g in gens]).to(x) * 2 - 1
-                cand = (x + eps * sign).clamp(0.0, 1.0)
-                loss = obj.loss(model(cand), y).reshape(-1).cpu()
-                better = loss > best_loss
-                best = torch.where(better.to(x.device).reshape(-1, *([1] * (x.ndim - 1))), cand, best)
-                best_loss = torch.where(better, loss, best_loss)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for _ in range(draws):
+            sign = torch.stack([torch.randint(0, 2, x.shape[1:], generator=g) for g in gens]).to(x) * 2 - 1
+            cand = (x + eps * sign).clamp(0.0, 1.0)
+            loss = obj.loss(model(cand), y).reshape(-1).cpu()
+            better = loss > best_loss
+            best = torch.where(better.to(x.device).reshape(-1, *([1] * (x.ndim - 1))), cand, best)
+            best_loss = torch.where(better, loss, best_loss)
     return best
 
 

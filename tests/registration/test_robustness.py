@@ -23,10 +23,11 @@ def _pair(b=2, n=12):
     return torch.rand(b, 1, n, n, n, generator=g), torch.rand(b, 1, n, n, n, generator=g), lab, lab.roll(1, 2)
 
 
+@pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("attack", ["pgd", "noise", "square", "transfer"])
-def test_attacks_stay_in_the_ball_and_leave_the_network_alone(attack):
+def test_attacks_stay_in_the_ball_and_leave_the_network_alone(attack, train):
     net, src = _net(0), _net(1)
-    net.train()
+    net.train(train)
     params = [p.detach().clone() for p in net.parameters()]
     mi, fi, ml, fl = _pair()
     x_adv, ddf_adv, info = attack_fixed_image(net, mi, fi, ml, fl, eps=0.03, steps=2, attack=attack, restarts=2, queries=5,
@@ -34,7 +35,8 @@ def test_attacks_stay_in_the_ball_and_leave_the_network_alone(attack):
     assert x_adv.shape == fi.shape and ddf_adv.shape == (2, 3, 12, 12, 12)
     assert 0 < (x_adv - fi).abs().max() <= 0.03 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert info["loss"].shape == (2,) and info["attack"] == attack
-    assert all(torch.equal(a, p) for a, p in zip(params, net.parameters())) and net.training  # flags restored
+    assert all(torch.equal(a, p) for a, p in zip(params, net.parameters()))
+    assert all(m.training == train for m in net.modules())  # every flag restored (BatchNorm stays in eval mode)
 
 
 @pytest.mark.parametrize("attack", ["pgd", "noise"])
