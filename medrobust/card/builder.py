@@ -253,106 +253,6 @@ def _segmentation_card(loaded: Any, data_root: Path, masks: Path, out: Path, bud
     return CardResult(out, html_path, json_path, card, None)
 
 
-def _registration_card(model: Path, data_root: Path, out: Path, budget: CardBudget, seed: int,
-                       cases: Sequence[str] | None, t0: float, progress: bool, dev: torch.device) -> CardResult:  # fmt: skip
-    """TRE / Dice rows of :mod:`medrobust.card.registration` for a registration bundle on the pairs of ``data_root``."""
-    from medrobust.card import registration as reg
-    from medrobust.data.paired import load_pair, scan_paired
-
-    bundle = reg.load_registration_bundle(model, device=dev)
-    budget, replaced = reg.registration_budget(budget)
-    pairs = sorted((c for c in scan_paired(data_root) if cases is None or c.case_id in set(cases)), key=lambda c: c.case_id)
-    pairs = pairs[: budget.max_cases]
-    if not pairs:
-        raise ValueError(f"data: no moving/fixed pair with labels under {data_root} (DeepReg paired layout expected).")
-    case_ids = [c.case_id for c in pairs]
-    files = [str(Path(f).resolve().relative_to(data_root)) for c in pairs
-             for f in (c.moving_image, c.fixed_image, c.moving_label, c.fixed_label) if f is not None]  # fmt: skip
-    loaded: dict[str, Any] = {}
-
-    def items(ids: Sequence[str]) -> list[dict[str, Any]]:
-        by_id = {c.case_id: c for c in pairs}
-        for c in ids:
-            if c not in loaded:
-                loaded[c] = load_pair(by_id[c], spacing=bundle.spacing, size=bundle.grid_size, alignment=bundle.alignment,
-                                      moving_mask="moving_mask" in bundle.moving_keys)  # fmt: skip
-        return [loaded[c] for c in ids]
-
-    from medrobust.models import file_sha256
-
-    net, keys, na = bundle.network, bundle.moving_keys, min(budget.attack_cases, len(case_ids))
-    mid = float(sorted(budget.eps)[len(budget.eps) // 2])
-    trained = sorted(set(case_ids) & set(bundle.train_ids or []))
-    card: dict[str, Any] = {
-        "card_version": 1,
-        "task": {"type": "registration", "model": model.name, "source": "bundle", "inputs": [*keys, "fixed_image"],
-                 "grid_size": bundle.grid_size, "spacing_mm": bundle.spacing},
-        "provenance": {"model_sha256": file_sha256(bundle.weights), "weights": bundle.weights.name,
-                       "data_sha256": data_fingerprint(data_root, files), "n_files": len(files), "seed": int(seed),
-                       "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(budget).items()},
-                       "versions": versions(), "device": str(dev)},
-        "budget_notes": [
-            f"Pairs: {len(case_ids)}; attacked pairs: {na} (the first in case-id order): PGD-{budget.pgd_steps[0]} x "
-            f"{budget.restarts} at eps {', '.join(f'{e * 255:g}' for e in budget.eps)} /255 (L-inf, [0, 1] fixed-image "
-            f"intensities), sign noise (worst of {reg.NOISE_DRAWS}) at every eps, Square ({budget.square_queries} queries) "
-            f"at eps {mid * 255:g}/255.",
-            f"(eps, delta) estimate: eps {budget.prob_eps:g}, delta {budget.prob_delta:g} on {min(budget.prob_cases, len(case_ids))} "
-            f"pairs, event TRE increase > {budget.tre_tau_mm:g} mm, PGD-{budget.prob_attack_steps}; {budget.n_boot} bootstrap "
-            f"resamples over pairs; units of {budget.block_cases} pairs.",
-            ("Registration screening defaults used for " + ", ".join(replaced) + " (medrobust.card.registration."
-             "REGISTRATION_DEFAULTS); set the flags to change them.") if replaced else "Custom registration budget.",
-        ],
-        "flags": ([f"FLAG: {len(trained)} of {len(case_ids)} pairs are in the training pairs of the bundle's configs/train.json "
-                   "(train_ids): the clean and robustness figures on them are in-sample and optimistic."] if trained else []),
-        "not_measured": {"autoattack": "AutoAttack attacks classifiers only",
-                         "intrinsic": "intrinsic robustness is a max-KL of class probabilities: classification only",
-                         "nmutant": "nMutant detects label changes: classification only"},
-    }  # fmt: skip
-    identity = {"card_version": 1, "task": "registration", "model_sha256": card["provenance"]["model_sha256"],
-                "data_sha256": card["provenance"]["data_sha256"], "inputs": keys, "cases": case_ids,
-                "budget": card["provenance"]["budget"], "seed": int(seed), "device": dev.type}  # fmt: skip
-    index = {c: i for i, c in enumerate(case_ids)}
-    size = budget.block_cases
-
-    def units(section: str, ids: Sequence[str], fn: Any) -> dict[str, Any]:
-        return section_units(section, ids, size, lambda _, blk, s: fn(items(blk), s), seed=seed, index=index)
-
-    u = units("reg_clean", case_ids, lambda it, _: reg.clean_pairs(net, it, keys))
-    if budget.sensitivity:
-        u |= units("reg_sensitivity", case_ids, lambda it, _: reg.sensitivity_pairs(
-            net, it, keys, families=budget.families or ("gaussian_noise", "gaussian_blur"), severities=budget.severities,
-            seed=seed))  # fmt: skip
-    u |= units("reg_adversarial", case_ids[:na], lambda it, s: reg.adversarial_pairs(
-        net, it, keys, eps=budget.eps, steps=budget.pgd_steps[0], restarts=budget.restarts, queries=budget.square_queries,
-        seed=s))  # fmt: skip
-    u |= units("reg_probabilistic", case_ids[:budget.prob_cases], lambda it, s: reg.probabilistic_pairs(
-        net, it, keys, input_eps=mid, tau=budget.tre_tau_mm, eps=budget.prob_eps, delta=budget.prob_delta,
-        attack_steps=budget.prob_attack_steps, seed=s))  # fmt: skip
-    results = run_units(u, out, identity, progress=progress)
-    if results is None:  # another rank of a torchrun job
-        return CardResult(out, out / "card.html", out / "card.json", {}, None, written=False)
-    timings, parts = {}, {}
-    for name in ("reg_clean", "reg_sensitivity", "reg_adversarial", "reg_probabilistic"):
-        parts[name], timings[name.removeprefix("reg_")] = section_parts(results, name)
-    card.update(reg.registration_sections(parts["reg_clean"], parts["reg_sensitivity"], parts["reg_adversarial"],
-                                          parts["reg_probabilistic"], budget=budget, n_boot=budget.n_boot, seed=seed))  # fmt: skip
-    c, adv = card["clean"], card["adversarial"]
-    card["headline"] = {"task": "registration", "n_pairs": c["n_pairs"], "clean_tre_median_mm": c["tre_median_mm"],
-                        "clean_tre_median_ci95": c["tre_median_ci"], "clean_tre_mean_mm": c["tre_mean_mm"],
-                        "clean_dice_gland": c["dice_gland"], "folding_pct": c["folding_pct"],
-                        "tre_median_mm_under_pgd": {f"eps_{r['eps'] * 255:g}_255": r["attacks"]["pgd"]["tre_median_mm"]
-                                                    for r in adv["rows"]},
-                        "gradient_masking_flagged": adv["gradient_masking"],
-                        "p_safe_upper_bound_mean": card["probabilistic"]["mean_p_safe"],
-                        "in_sample_pairs": len(trained)}  # fmt: skip
-    card["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
-    json_path = out / "card.json"
-    json_path.write_text(json.dumps(card, indent=2, allow_nan=False))
-    html_path = out / "card.html"
-    html_path.write_text(render.render_html(reg.registration_page(card)), encoding="utf-8")
-    return CardResult(out, html_path, json_path, card, None)
-
-
 def make_card(
     model: str | Path | torch.nn.Module,
     data: str | Path,
@@ -413,8 +313,10 @@ def make_card(
     if task == "registration" or (task == "auto" and is_registration_bundle(model)):
         if not is_registration_bundle(model):
             raise ValueError(f"task registration: {model} is not a registration bundle (configs/inference.json with moving_keys).")
-        res = _registration_card(Path(model), Path(data).expanduser().resolve(), out, budget, seed, cases, t0,
-                                 progress and ctx.rank == 0, dev)  # fmt: skip
+        from medrobust.card.registration import registration_card
+
+        res = registration_card(Path(model), Path(data).expanduser().resolve(), out, budget, seed=seed, cases=cases,
+                                t0=t0, progress=progress and ctx.rank == 0, device=dev)  # fmt: skip
         return _write_metadata(res, model, "bundle", meta_schema) if write_metadata and res.written else res
     loaded = load_model(model, network_config=network_config, input_size=input_size, device=dev)
     net = loaded.network

@@ -9,13 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medrobust.card.render import fmt_interval, figure_png, reliability_figure, robustness_figure, sensitivity_figure
+from medrobust.card.render import eps_label, fmt_interval, figure_png, reliability_figure, robustness_figure, sensitivity_figure
 
 __all__ = ["card_page"]
-
-
-def _eps(e: float) -> str:
-    return f"{e * 255:g}/255"
 
 
 def card_page(card: Mapping[str, Any]) -> dict[str, Any]:
@@ -29,17 +25,17 @@ def card_page(card: Mapping[str, Any]) -> dict[str, Any]:
     adv = card.get("adversarial")
     if adv:
         for r in adv["rows"]:
-            head[f"worst-case robust accuracy, eps {_eps(r['eps'])}"] = fmt_interval(r["worst_case"])
+            head[f"worst-case robust accuracy, eps {eps_label(r['eps'])}"] = fmt_interval(r["worst_case"])
         head["gradient-masking check"] = adv["masking_check"].split(":")[0]
     aa = card.get("autoattack") or {}
     if aa.get("skipped"):
         head["AutoAttack"] = "skipped: " + aa["reason"]
     elif aa:
         for r in aa["rows"]:
-            head[f"AutoAttack ({aa['version']}) accuracy, eps {_eps(r['eps'])}"] = fmt_interval(r["accuracy"])
+            head[f"AutoAttack ({aa['version']}) accuracy, eps {eps_label(r['eps'])}"] = fmt_interval(r["accuracy"])
     pr = card.get("probabilistic")
     if pr:
-        head[f"P_safe at eps {_eps(pr['input_eps'])} (upper bound on robustness)"] = f"{pr['mean_p_safe']:.3f} (mean of {pr['n_cases']})"
+        head[f"P_safe at eps {eps_label(pr['input_eps'])} (upper bound on robustness)"] = f"{pr['mean_p_safe']:.3f} (mean of {pr['n_cases']})"
     if card.get("intrinsic"):
         head["intrinsic robustness score (larger = less robust)"] = fmt_interval(card["intrinsic"]["score"], 4)
     nm = card.get("nmutant") or {}
@@ -77,17 +73,17 @@ def card_page(card: Mapping[str, Any]) -> dict[str, Any]:
                      "table": (("family", "severity", "accuracy", "flip rate", "AUC"), rows)})  # fmt: skip
     if adv:
         names = list(adv["rows"][0]["attacks"]) if adv["rows"] else []
-        rows = [(_eps(r["eps"]), fmt_interval(r["clean"]), *[fmt_interval(r["attacks"][a]) for a in names],
+        rows = [(eps_label(r["eps"]), fmt_interval(r["clean"]), *[fmt_interval(r["attacks"][a]) for a in names],
                  fmt_interval(r["worst_case"]), "FLAGGED" if r["gradient_masking"] else "ok") for r in adv["rows"]]  # fmt: skip
         text = [("FLAG: gradient-masking check " if adv["gradient_masking"] else "Gradient-masking check ") + adv["masking_check"] + "."]
-        text += [f"FLAG: eps {_eps(r['eps'])}: {why}" for r in adv["rows"] for why in r["reasons"]]
+        text += [f"FLAG: eps {eps_label(r['eps'])}: {why}" for r in adv["rows"] for why in r["reasons"]]
         aa_rows = []
         if aa.get("skipped"):
             text.append(f"SKIPPED: AutoAttack: {aa['reason']}.")
         elif aa:
             text.append(f"AutoAttack ({aa['version']}: {', '.join(aa['attacks'])}, {aa['iterations']} iterations) "
                         "from the pyautoattack package.")  # fmt: skip
-            aa_rows = [(_eps(r["eps"]), fmt_interval(r["accuracy"])) for r in aa["rows"]]
+            aa_rows = [(eps_label(r["eps"]), fmt_interval(r["accuracy"])) for r in aa["rows"]]
         secs.append({"title": "Adversarial robustness (L-inf, [0, 1] input range)", "text": text,
                      "figure": figure_png(robustness_figure(adv, aa)), "caption": "robust accuracy vs eps",
                      "table": (("eps", "clean", *names, "worst case", "masking check"), rows),
@@ -103,7 +99,7 @@ def card_page(card: Mapping[str, Any]) -> dict[str, Any]:
     ir = card.get("intrinsic")
     if ir:
         secs.append({"title": "Intrinsic robustness",
-                     "text": [f"Mean max-KL divergence of the output within eps {_eps(ir['eps'])} ({ir['steps']} PGD steps): "
+                     "text": [f"Mean max-KL divergence of the output within eps {eps_label(ir['eps'])} ({ir['steps']} PGD steps): "
                               f"{fmt_interval(ir['score'], 4)}; {ir['note']}."]})  # fmt: skip
     if nm:
         if nm.get("skipped"):

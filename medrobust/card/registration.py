@@ -42,14 +42,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from medrobust.card.budget import CardBudget
-from medrobust.card.render import figure_png
+from medrobust.card.render import eps_label
 
 __all__ = ["NOISE_DRAWS", "REGISTRATION_DEFAULTS", "RegistrationBundle", "is_registration_bundle", "load_registration_bundle",
            "registration_budget", "pair_rows", "clean_pairs", "sensitivity_pairs", "adversarial_pairs",
-           "probabilistic_pairs", "registration_sections", "registration_page"]  # fmt: skip
+           "probabilistic_pairs", "registration_sections", "registration_card"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +304,7 @@ def registration_sections(clean: Sequence[dict], sens: Sequence[dict], adv: Sequ
         "checks": {"noise": f"uniform sign noise of L-inf size eps, worst of {NOISE_DRAWS} draws, every radius",
                    "square": f"Square, {int(budget.square_queries)} queries, middle radius only"},
         "rows": rows, "gradient_masking": bool(flagged),
-        "masking_check": (f"FLAGGED at eps {', '.join(_eps(e) for e in flagged)}: a gradient-free attack reached a higher "
+        "masking_check": (f"FLAGGED at eps {', '.join(eps_label(e) for e in flagged)}: a gradient-free attack reached a higher "
                           "attack objective than PGD; the PGD TRE figures understate the damage") if flagged else
                          ("passed: neither sign noise nor Square reached a higher mean attack objective than PGD "
                           "(by more than 0.01)"),
@@ -320,7 +319,7 @@ def registration_sections(clean: Sequence[dict], sens: Sequence[dict], adv: Sequ
         "posterior_samples": [v for p in prob for v in p["posterior_samples"]],
         "guarantee": prob[0]["guarantee"] if prob else "",
         "statement": (f"Upper bound on robustness: for each pair, P_safe (the probability over posterior draws that no "
-                      f"fixed-image perturbation within L-inf {_eps(mid)} increases TRE by more than {budget.tre_tau_mm:g} mm) "
+                      f"fixed-image perturbation within L-inf {eps_label(mid)} increases TRE by more than {budget.tre_tau_mm:g} mm) "
                       f"is at most the estimate + {budget.prob_eps:g} with probability >= {1 - budget.prob_delta:g}; "
                       f"PGD-{budget.prob_attack_steps} on 1 - soft Dice can miss perturbations that increase TRE, so the "
                       f"true robustness may be lower still."),
@@ -328,99 +327,122 @@ def registration_sections(clean: Sequence[dict], sens: Sequence[dict], adv: Sequ
     return out
 
 
-def _tre_figure(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]], *, xlabel: str, title: str = "") -> Figure:
-    fig = Figure(figsize=(5.6, 3.8))
-    ax = fig.add_subplot(111)
-    for name, pts in series.items():
-        xs = [p for p, _ in pts]
-        (line,) = ax.plot(xs, [e["tre_median_mm"] for _, e in pts], marker="o", ms=4, label=name)
-        ax.fill_between(xs, [e["tre_median_ci"][0] for _, e in pts], [e["tre_median_ci"][1] for _, e in pts],
-                        color=line.get_color(), alpha=0.15)  # fmt: skip
-    ax.set(xlabel=xlabel, ylabel="TRE median over pairs (mm)", title=title)
-    ax.legend(fontsize=7)
-    return fig
+def registration_card(model: Path, data_root: Path, out: Path, budget: CardBudget, *, seed: int = 0,
+                      cases: Sequence[str] | None = None, t0: float | None = None, progress: bool = False,
+                      device: torch.device | str = "cpu") -> Any:  # fmt: skip
+    """The card of the registration bundle ``model`` on the pairs of ``data_root`` (called by :func:`~medrobust.card.make_card`).
 
+    Writes ``out/card.json`` and ``out/card.html``; the per-pair work runs as units
+    (:mod:`medrobust.card.units`: stored, resumed, sharded under torchrun).
 
-def _tre_panels(families: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
-    """TRE median (95 % band) vs severity, one panel per family (families have their own severity units)."""
-    cols = min(3, max(1, len(families)))
-    nrows = (len(families) + cols - 1) // cols
-    fig = Figure(figsize=(3.4 * cols, 2.8 * nrows))
-    for k, (name, rows) in enumerate(families.items()):
-        ax = fig.add_subplot(nrows, cols, k + 1)
-        sev = [r["severity"] for r in rows]
-        ax.plot(sev, [r["tre_median_mm"] for r in rows], marker="o", ms=3)
-        ax.fill_between(sev, [r["tre_median_ci"][0] for r in rows], [r["tre_median_ci"][1] for r in rows], alpha=0.15)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("severity", fontsize=8)
-        ax.set_ylabel("TRE median (mm)", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return fig
+    Returns:
+        :class:`~medrobust.card.CardResult` (``written=False`` on ranks > 0 of a torchrun job).
 
+    Raises:
+        FileNotFoundError: no weights; ValueError: no usable pair.
+    """
+    import json
+    import time
+    from dataclasses import asdict
 
-def _eps(e: float) -> str:
-    return f"{e * 255:g}/255"
+    from medrobust.card import render
+    from medrobust.card.builder import CardResult, data_fingerprint, versions
+    from medrobust.card.registration_page import registration_page
+    from medrobust.card.units import run_units, section_parts, section_units
+    from medrobust.data.paired import load_pair, scan_paired
 
+    t0 = time.perf_counter() if t0 is None else t0
+    dev = torch.device(device)
 
-def _fmt(s: Mapping[str, Any], key: str = "tre_median") -> str:
-    lo, hi = s[f"{key}_ci"]
-    return f"{s[f'{key}_mm']:.2f} mm [{lo:.2f}, {hi:.2f}] (n={s['n_pairs']})"
+    bundle = load_registration_bundle(model, device=dev)
+    budget, replaced = registration_budget(budget)
+    pairs = sorted((c for c in scan_paired(data_root) if cases is None or c.case_id in set(cases)), key=lambda c: c.case_id)
+    pairs = pairs[: budget.max_cases]
+    if not pairs:
+        raise ValueError(f"data: no moving/fixed pair with labels under {data_root} (DeepReg paired layout expected).")
+    case_ids = [c.case_id for c in pairs]
+    files = [str(Path(f).resolve().relative_to(data_root)) for c in pairs
+             for f in (c.moving_image, c.fixed_image, c.moving_label, c.fixed_label) if f is not None]  # fmt: skip
+    loaded: dict[str, Any] = {}
 
+    def items(ids: Sequence[str]) -> list[dict[str, Any]]:
+        by_id = {c.case_id: c for c in pairs}
+        for c in ids:
+            if c not in loaded:
+                loaded[c] = load_pair(by_id[c], spacing=bundle.spacing, size=bundle.grid_size, alignment=bundle.alignment,
+                                      moving_mask="moving_mask" in bundle.moving_keys)  # fmt: skip
+        return [loaded[c] for c in ids]
 
-def registration_page(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The page dict of a registration card (for :func:`medrobust.card.render.render_html`)."""
-    task, prov, clean, adv, pr = card["task"], card["provenance"], card["clean"], card["adversarial"], card["probabilistic"]
-    head = {"clean TRE median [95% CI]": _fmt(clean), "clean TRE mean [95% CI]": _fmt(clean, "tre_mean"),
-            "TRE before registration (median)": _fmt(clean["before_registration"]),
-            "gland Dice [95% CI]": f"{clean['dice_gland']:.3f} [{clean['dice_gland_ci'][0]:.3f}, {clean['dice_gland_ci'][1]:.3f}]",
-            "folding %": f"{clean['folding_pct']:.3f}"}  # fmt: skip
-    for r in adv["rows"]:
-        head[f"TRE median under PGD, eps {_eps(r['eps'])}"] = _fmt(r["attacks"]["pgd"])
-    head["gradient-masking check"] = adv["masking_check"].split(":")[0]
-    if pr["n_pairs"]:
-        head[f"P_safe ({pr['event']}, eps {_eps(pr['input_eps'])}; upper bound on robustness)"] = f"{pr['mean_p_safe']:.3f} (mean of {pr['n_pairs']})"
-    secs: list[dict[str, Any]] = [{"title": "Task, data and model provenance", "table": (("item", "value"), [
-        ("task", "registration"), ("model", f"{task['model']} ({task['source']})"), ("network inputs", ", ".join(task["inputs"])),
-        ("model SHA-256", prov["model_sha256"]), ("data SHA-256 (files evaluated)", prov["data_sha256"]),
-        ("pairs", clean["n_pairs"]), ("seed", prov["seed"]),
-        ("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())),
-    ])}]  # fmt: skip
-    notes = list(card.get("budget_notes", []))
-    secs.append({"title": "Budget and precision", "text": notes})
-    secs.append({"title": "Clean performance", "text": [
-        f"TRE per pair = mean over its landmarks. Median {_fmt(clean)}, mean {_fmt(clean, 'tre_mean')} (95 % percentile "
-        f"bootstrap over pairs); gland Dice {clean['dice_gland']:.3f}; folding {clean['folding_pct']:.3f} % of voxels; "
-        f"before registration the TRE median is {_fmt(clean['before_registration'])}."] + list(card.get("flags", []))})  # fmt: skip
-    sens = card.get("sensitivity")
-    if sens and sens["families"]:
-        tbl = [(n, f"{r['severity']:g}", _fmt(r), f"{r['tre_increase_median_mm']:+.2f}", f"{r['dice_gland']:.3f}")
-               for n, rows in sens["families"].items() for r in rows]  # fmt: skip
-        secs.append({"title": "Natural perturbation sensitivity (fixed image)", "text": [sens["method"]],
-                     "figure": figure_png(_tre_panels(sens["families"])),
-                     "caption": "TRE vs severity per family",
-                     "table": (("family", "severity", "TRE median", "median TRE increase (mm)", "gland Dice"), tbl),
-                     "notes": [f"skipped {k}: {v}" for k, v in sens["skipped"].items()]})  # fmt: skip
-    series = {name: [(r["eps"] * 255, r["attacks"][name]) for r in adv["rows"] if name in r["attacks"]]
-              for name in ("pgd", "noise", "square")}  # fmt: skip
-    series["clean (attacked pairs)"] = [(r["eps"] * 255, adv["clean"]) for r in adv["rows"]]
-    tbl = [(_eps(r["eps"]), *[(_fmt(r["attacks"][a]) if a in r["attacks"] else "-") for a in ("pgd", "noise", "square")],
-            "FLAGGED" if r["gradient_masking"] else "ok") for r in adv["rows"]]  # fmt: skip
-    text = [f"PGD-{adv['pgd']['steps']} (x {adv['pgd']['restarts']}) on the {adv['target']}, objective {adv['objective']}; "
-            f"{adv['n_pairs']} pairs (clean TRE median on these pairs {_fmt(adv['clean'])}). Checks: {adv['checks']['noise']}; "
-            f"{adv['checks']['square']}.",
-            ("FLAG: gradient-masking check " if adv["gradient_masking"] else "Gradient-masking check ") + adv["masking_check"] + "."]
-    text += [f"FLAG: eps {_eps(r['eps'])}: {why}" for r in adv["rows"] for why in r["reasons"]]
-    secs.append({"title": "Adversarial robustness (L-inf on the fixed image)", "text": text,
-                 "figure": figure_png(_tre_figure({k: v for k, v in series.items() if v}, xlabel="eps (L-inf, x 1/255 of the [0, 1] intensities)")),
-                 "caption": "TRE vs eps", "table": (("eps", "PGD", "sign noise", "Square", "masking check"), tbl)})  # fmt: skip
-    if pr["n_pairs"]:
-        secs.append({"title": "Statistical guarantee: (eps, delta) probabilistic robustness",
-                     "text": [pr["statement"], pr["guarantee"]],
-                     "table": (("pair", "P_safe estimate", "posterior samples"),
-                               [(i, f"{p:.3f}", n) for i, (p, n) in enumerate(zip(pr["per_pair_p_safe"], pr["posterior_samples"]))])})  # fmt: skip
-    secs.append({"title": "Not measured for registration",
-                 "text": [f"SKIPPED {k}: {v}" for k, v in card["not_measured"].items()]})  # fmt: skip
-    secs.append({"title": "Run time", "text": [", ".join(f"{k} {v:.1f} s" for k, v in card.get("timings_s", {}).items())]})
-    return {"title": f"Robustness card: {task['model']} (registration)", "headline": head, "sections": secs,
-            "subtitle": "Every figure with its 95 % interval and the number of pairs it rests on. Generated by medrobust card."}  # fmt: skip
+    from medrobust.models import file_sha256
+
+    net, keys, na = bundle.network, bundle.moving_keys, min(budget.attack_cases, len(case_ids))
+    mid = float(sorted(budget.eps)[len(budget.eps) // 2])
+    trained = sorted(set(case_ids) & set(bundle.train_ids or []))
+    card: dict[str, Any] = {
+        "card_version": 1,
+        "task": {"type": "registration", "model": model.name, "source": "bundle", "inputs": [*keys, "fixed_image"],
+                 "grid_size": bundle.grid_size, "spacing_mm": bundle.spacing},
+        "provenance": {"model_sha256": file_sha256(bundle.weights), "weights": bundle.weights.name,
+                       "data_sha256": data_fingerprint(data_root, files), "n_files": len(files), "seed": int(seed),
+                       "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(budget).items()},
+                       "versions": versions(), "device": str(dev)},
+        "budget_notes": [
+            f"Pairs: {len(case_ids)}; attacked pairs: {na} (the first in case-id order): PGD-{budget.pgd_steps[0]} x "
+            f"{budget.restarts} at eps {', '.join(f'{e * 255:g}' for e in budget.eps)} /255 (L-inf, [0, 1] fixed-image "
+            f"intensities), sign noise (worst of {NOISE_DRAWS}) at every eps, Square ({budget.square_queries} queries) "
+            f"at eps {mid * 255:g}/255.",
+            f"(eps, delta) estimate: eps {budget.prob_eps:g}, delta {budget.prob_delta:g} on {min(budget.prob_cases, len(case_ids))} "
+            f"pairs, event TRE increase > {budget.tre_tau_mm:g} mm, PGD-{budget.prob_attack_steps}; {budget.n_boot} bootstrap "
+            f"resamples over pairs; units of {budget.block_cases} pairs.",
+            ("Registration screening defaults used for " + ", ".join(replaced) + " (medrobust.card.registration."
+             "REGISTRATION_DEFAULTS); set the flags to change them.") if replaced else "Custom registration budget.",
+        ],
+        "flags": ([f"FLAG: {len(trained)} of {len(case_ids)} pairs are in the training pairs of the bundle's configs/train.json "
+                   "(train_ids): the clean and robustness figures on them are in-sample and optimistic."] if trained else []),
+        "not_measured": {"autoattack": "AutoAttack attacks classifiers only",
+                         "intrinsic": "intrinsic robustness is a max-KL of class probabilities: classification only",
+                         "nmutant": "nMutant detects label changes: classification only"},
+    }  # fmt: skip
+    identity = {"card_version": 1, "task": "registration", "model_sha256": card["provenance"]["model_sha256"],
+                "data_sha256": card["provenance"]["data_sha256"], "inputs": keys, "cases": case_ids,
+                "budget": card["provenance"]["budget"], "seed": int(seed), "device": dev.type}  # fmt: skip
+    index = {c: i for i, c in enumerate(case_ids)}
+    size = budget.block_cases
+
+    def units(section: str, ids: Sequence[str], fn: Any) -> dict[str, Any]:
+        return section_units(section, ids, size, lambda _, blk, s: fn(items(blk), s), seed=seed, index=index)
+
+    u = units("reg_clean", case_ids, lambda it, _: clean_pairs(net, it, keys))
+    if budget.sensitivity:
+        u |= units("reg_sensitivity", case_ids, lambda it, _: sensitivity_pairs(
+            net, it, keys, families=budget.families or ("gaussian_noise", "gaussian_blur"), severities=budget.severities,
+            seed=seed))  # fmt: skip
+    u |= units("reg_adversarial", case_ids[:na], lambda it, s: adversarial_pairs(
+        net, it, keys, eps=budget.eps, steps=budget.pgd_steps[0], restarts=budget.restarts, queries=budget.square_queries,
+        seed=s))  # fmt: skip
+    u |= units("reg_probabilistic", case_ids[:budget.prob_cases], lambda it, s: probabilistic_pairs(
+        net, it, keys, input_eps=mid, tau=budget.tre_tau_mm, eps=budget.prob_eps, delta=budget.prob_delta,
+        attack_steps=budget.prob_attack_steps, seed=s))  # fmt: skip
+    results = run_units(u, out, identity, progress=progress)
+    if results is None:  # another rank of a torchrun job
+        return CardResult(out, out / "card.html", out / "card.json", {}, None, written=False)
+    timings, parts = {}, {}
+    for name in ("reg_clean", "reg_sensitivity", "reg_adversarial", "reg_probabilistic"):
+        parts[name], timings[name.removeprefix("reg_")] = section_parts(results, name)
+    card.update(registration_sections(parts["reg_clean"], parts["reg_sensitivity"], parts["reg_adversarial"],
+                                          parts["reg_probabilistic"], budget=budget, n_boot=budget.n_boot, seed=seed))  # fmt: skip
+    c, adv = card["clean"], card["adversarial"]
+    card["headline"] = {"task": "registration", "n_pairs": c["n_pairs"], "clean_tre_median_mm": c["tre_median_mm"],
+                        "clean_tre_median_ci95": c["tre_median_ci"], "clean_tre_mean_mm": c["tre_mean_mm"],
+                        "clean_dice_gland": c["dice_gland"], "folding_pct": c["folding_pct"],
+                        "tre_median_mm_under_pgd": {f"eps_{r['eps'] * 255:g}_255": r["attacks"]["pgd"]["tre_median_mm"]
+                                                    for r in adv["rows"]},
+                        "gradient_masking_flagged": adv["gradient_masking"],
+                        "p_safe_upper_bound_mean": card["probabilistic"]["mean_p_safe"],
+                        "in_sample_pairs": len(trained)}  # fmt: skip
+    card["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
+    json_path = out / "card.json"
+    json_path.write_text(json.dumps(card, indent=2, allow_nan=False))
+    html_path = out / "card.html"
+    html_path.write_text(render.render_html(registration_page(card)), encoding="utf-8")
+    return CardResult(out, html_path, json_path, card, None)

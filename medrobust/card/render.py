@@ -21,7 +21,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["figure_png", "reliability_figure", "robustness_figure", "sensitivity_figure", "render_html", "fmt_interval"]
+__all__ = ["eps_label", "figure_png", "reliability_figure", "robustness_figure", "sensitivity_figure", "render_html", "fmt_interval"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;padding:1em;max-width:60em;
@@ -33,6 +33,11 @@ td,th{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:to
 code{font-size:.85em;word-break:break-all}.flag{color:#b00020;font-weight:bold}.ok{color:#1b5e20}
 .note{color:#555;font-size:.9em}.headline td:first-child{font-weight:bold}
 """
+
+
+def eps_label(e: float) -> str:
+    """An L-inf radius in ``[0, 1]`` units as ``"<e x 255>/255"``, e.g. ``"2/255"``."""
+    return f"{e * 255:g}/255"
 
 
 def fmt_interval(entry: Mapping[str, Any] | None, digits: int = 3) -> str:
