@@ -12,22 +12,16 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from medrobust.card.render import eps_label, figure_png
+from medrobust.card.render import band_figure, eps_label, figure_png
 
 __all__ = ["registration_page"]
 
 
-def _tre_figure(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]], *, xlabel: str, title: str = "") -> Figure:
-    fig = Figure(figsize=(5.6, 3.8))
-    ax = fig.add_subplot(111)
-    for name, pts in series.items():
-        xs = [p for p, _ in pts]
-        (line,) = ax.plot(xs, [e["tre_median_mm"] for _, e in pts], marker="o", ms=4, label=name)
-        ax.fill_between(xs, [e["tre_median_ci"][0] for _, e in pts], [e["tre_median_ci"][1] for _, e in pts],
-                        color=line.get_color(), alpha=0.15)  # fmt: skip
-    ax.set(xlabel=xlabel, ylabel="TRE median over pairs (mm)", title=title)
-    ax.legend(fontsize=7)
-    return fig
+def _tre_figure(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]], *, xlabel: str) -> Figure:
+    """TRE median over pairs (95 % bootstrap band) per series of summaries."""
+    as_entry = {name: [(x, {"value": e["tre_median_mm"], "lo": e["tre_median_ci"][0], "hi": e["tre_median_ci"][1]})
+                       for x, e in pts] for name, pts in series.items()}  # fmt: skip
+    return band_figure(as_entry, xlabel=xlabel, ylabel="TRE median over pairs (mm)")
 
 
 def _tre_panels(families: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:

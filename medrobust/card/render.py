@@ -21,7 +21,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["eps_label", "figure_png", "reliability_figure", "robustness_figure", "sensitivity_figure", "render_html", "fmt_interval"]
+__all__ = ["band_figure", "eps_label", "figure_png", "reliability_figure", "robustness_figure", "sensitivity_figure", "render_html", "fmt_interval"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;padding:1em;max-width:60em;
@@ -55,6 +55,23 @@ def figure_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
+
+
+def band_figure(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]], *, xlabel: str, ylabel: str,
+                ylim: tuple[float, float] | None = None, title: str = "") -> Figure:  # fmt: skip
+    """One line per series ``{name: [(x, {"value", "lo", "hi"}), ...]}`` with its 95 % band (when every bound is there)."""
+    fig = Figure(figsize=(5.6, 3.8))
+    ax = fig.add_subplot(111)
+    for name, pts in series.items():
+        xs = [p for p, _ in pts]
+        (line,) = ax.plot(xs, [e["value"] for _, e in pts], marker="o", ms=4, label=name)
+        if all(e["lo"] is not None and e["hi"] is not None for _, e in pts):
+            ax.fill_between(xs, [e["lo"] for _, e in pts], [e["hi"] for _, e in pts], color=line.get_color(), alpha=0.15)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=7)
+    return fig
 
 
 def reliability_figure(rel: Mapping[str, Sequence[Any]]) -> Figure:

@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 
-from medrobust.card.render import figure_png, fmt_interval
+from medrobust.card.render import band_figure, figure_png, fmt_interval
 from medrobust.card.sections import bootstrap_statistic
 from medrobust.core.utils import eval_mode
 
@@ -260,16 +260,7 @@ def seg_adversarial_section(net: Any, x: torch.Tensor, y: torch.Tensor, *, eps: 
 
 def dice_figure(series: dict[str, list[tuple[float, dict[str, Any]]]], *, xlabel: str, title: str = "") -> Figure:
     """Mean Dice (with 95 % bands) vs a parameter, one line per series ``{name: [(x, entry), ...]}``."""
-    fig = Figure(figsize=(5.6, 3.8))
-    ax = fig.add_subplot(111)
-    for name, pts in series.items():
-        xs = [p for p, _ in pts]
-        (line,) = ax.plot(xs, [e["value"] for _, e in pts], marker="o", ms=4, label=name)
-        if all(e["lo"] is not None for _, e in pts):
-            ax.fill_between(xs, [e["lo"] for _, e in pts], [e["hi"] for _, e in pts], color=line.get_color(), alpha=0.15)
-    ax.set(xlabel=xlabel, ylabel="mean Dice", ylim=(-0.02, 1.02), title=title)
-    ax.legend(fontsize=7)
-    return fig
+    return band_figure(series, xlabel=xlabel, ylabel="mean Dice", ylim=(-0.02, 1.02), title=title)
 
 
 def segmentation_page(card: dict[str, Any]) -> dict[str, Any]:
