@@ -348,7 +348,7 @@ def registration_card(model: Path, data_root: Path, out: Path, budget: CardBudge
     from medrobust.card import render
     from medrobust.card.builder import CardResult, data_fingerprint, versions
     from medrobust.card.registration_page import registration_page
-    from medrobust.card.units import run_units, section_parts, section_units
+    from medrobust.card.units import run_units, section_parts, section_units, unit_budget
     from medrobust.data.paired import load_pair, scan_paired
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -405,7 +405,7 @@ def registration_card(model: Path, data_root: Path, out: Path, budget: CardBudge
     }  # fmt: skip
     identity = {"card_version": 1, "task": "registration", "model_sha256": card["provenance"]["model_sha256"],
                 "data_sha256": card["provenance"]["data_sha256"], "inputs": keys, "cases": case_ids,
-                "budget": card["provenance"]["budget"], "seed": int(seed), "device": dev.type}  # fmt: skip
+                "budget": unit_budget(card["provenance"]["budget"]), "seed": int(seed), "device": dev.type}  # fmt: skip
     index = {c: i for i, c in enumerate(case_ids)}
     size = budget.block_cases
 

@@ -46,7 +46,8 @@ from typing import Any
 
 from medrobust.core.utils import derive_seed
 
-__all__ = ["blocks", "block_seed", "unit_key", "identity_hash", "UnitStore", "run_units", "section_units", "section_parts"]
+__all__ = ["blocks", "block_seed", "unit_key", "identity_hash", "unit_budget", "UnitStore", "run_units", "section_units",
+           "section_parts"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,12 @@ def section_parts(results: Mapping[str, Any], section: str) -> tuple[list[Any], 
     """The values of ``section``'s units in block order and their summed compute seconds."""
     keys = sorted(k for k in results if k.split("/")[0] == section)
     return [results[k]["value"] for k in keys], round(sum(results[k]["seconds"] for k in keys), 3)
+
+
+def unit_budget(budget: Mapping[str, Any], *, drop: Sequence[str] = ()) -> dict[str, Any]:
+    """The budget fields units depend on (for the identity): all but ``n_boot`` (intervals are computed from the
+    units afterwards, so more resamples need no new units) and ``drop``."""
+    return {k: v for k, v in budget.items() if k != "n_boot" and k not in drop}
 
 
 def identity_hash(identity: Mapping[str, Any]) -> str:

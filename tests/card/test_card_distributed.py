@@ -75,6 +75,9 @@ def test_card_resumes_without_recomputing(card_inputs, tmp_path, monkeypatch):
         monkeypatch.setattr(sections, name, boom)
     again = make_card(model, data, tmp_path, labels=data / "labels.csv", budget=budget, input_size=(8, 8), progress=False)
     assert _numbers(again.card) == _numbers(first.card)
+    more = make_card(model, data, tmp_path, labels=data / "labels.csv", budget=replace(budget, n_boot=80), input_size=(8, 8),
+                     progress=False)  # more bootstrap resamples: intervals recomputed from the stored units
+    assert more.card["adversarial"] == first.card["adversarial"] and more.card["provenance"]["budget"]["n_boot"] == 80
 
 
 def test_card_sharded_over_two_ranks_equals_one_process(card_inputs, tmp_path, ranks):
