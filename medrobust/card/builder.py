@@ -1,11 +1,15 @@
-"""``make_card``: measure a classifier on a dataset and write ``card.html`` + ``card.json``.
+"""``make_card``: measure a classifier, segmentation model or registration bundle on a dataset and write
+``card.html`` + ``card.json``.
 
 The card assembles the library's measures (see :mod:`.sections`) on the user's data and states,
 next to every figure, how many cases it rests on, its 95 % interval and the budget it was
 measured with. Budgets (:class:`CardBudget`) default to minutes on a CPU for the shipped bundles;
 raise them for a publication-grade card. The natural-perturbation part is a
 ``medrobust sensitivity`` run (:func:`medrobust.sensitivity.run_sensitivity`) in
-``out/sensitivity``, so it resumes like one.
+``out/sensitivity``, so it resumes like one; the per-case measures run as units
+(:mod:`medrobust.card.units`): stored as they finish, resumed, and sharded over the ranks of a
+torchrun job (rank 0 writes the card, equal to a one-process card). Segmentation models get the
+Dice rows of :mod:`.segmentation`, registration bundles the TRE rows of :mod:`.registration`.
 
 Example:
     >>> make_card("bundles/lesion_classification", "data/", "runs/card", labels="data/labels.csv")  # doctest: +SKIP
@@ -285,14 +289,16 @@ def make_card(
         write_metadata: when ``model`` is a bundle, write the headline into its
             ``configs/metadata.json`` as a ``robustness`` block (validated with ``meta_schema``
             when given).
-        cases: only these case ids (a shard); ``None``: all.
-        task: ``"classification"``, ``"segmentation"`` or ``"auto"`` (segmentation when the model's
-            output is ``(B, K, *spatial)`` with the input's spatial size,
-            :func:`medrobust.card.segmentation.is_segmentation_output`).
+        cases: only these case ids; ``None``: all.
+        task: ``"classification"``, ``"segmentation"``, ``"registration"`` or ``"auto"``
+            (registration for a bundle whose inference config defines ``moving_keys``,
+            :func:`medrobust.card.registration.is_registration_bundle`; ``data`` is then a paired
+            folder; segmentation when the model's output is ``(B, K, *spatial)`` with the input's
+            spatial size, :func:`medrobust.card.segmentation.is_segmentation_output`).
         masks: segmentation only: folder of reference masks named by case id.
 
     Returns:
-        :class:`CardResult`.
+        :class:`CardResult` (``written=False`` on the ranks > 0 of a torchrun job).
 
     Raises:
         FileNotFoundError, ValueError: missing or unusable model, data or labels.
