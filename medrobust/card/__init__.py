@@ -1,9 +1,12 @@
-"""Robustness cards: one command, one self-contained HTML page and a ``card.json`` for a classifier.
+"""Robustness cards: one command, one self-contained HTML page and a ``card.json`` for a classifier,
+a segmentation model or a registration bundle.
 
 The application layer over the library's measures (clean performance and calibration with
 intervals, the sensitivity sweep, PGD / Square / AutoAttack robustness with the gradient-masking
-check, the (eps, delta) probabilistic estimate, intrinsic robustness, nMutant detection). Names are
-imported lazily so ``medrobust --help`` stays cheap.
+check, the (eps, delta) probabilistic estimate, intrinsic robustness, nMutant detection; Dice and
+TRE rows for segmentation and registration). The per-case work runs in resumable units that shard
+over torchrun ranks (:mod:`medrobust.card.units`). Names are imported lazily so ``medrobust --help``
+stays cheap.
 
 Example:
     >>> from medrobust.card import CardBudget
