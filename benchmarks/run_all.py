@@ -48,7 +48,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], Path | None]] = {
                             ["--repeats", "1", "--n", "64", "--ks", "1", "2", "--eot_n", "8", "--attack_steps", "2"], None),
     "registration_bspline": ("registration.md", [], [], SHARED / "mrus_dev"),
     "distributed": ("distributed.md", ["--n", "16", "--size", "3328", "2560", "--families", "gaussian_noise", "fourier_noise",
-                                       "fourier_lowpass", "fourier_highpass", "gaussian_blur"],
+                                       "fourier_lowpass", "fourier_highpass", "gaussian_blur", "--repeats", "2"],
                     ["--n", "4", "--size", "416", "320", "--families", "gaussian_noise"], None),
 }
 
