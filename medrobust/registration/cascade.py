@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MASK_MODES", "SegmentThenRegister"]
+__all__ = ["MASK_MODES", "STAGES", "SegmentThenRegister"]
 
 MASK_MODES = ("hard", "soft")
+STAGES = ("all", "global")
 
 
 class SegmentThenRegister(torch.nn.Module):
@@ -42,24 +43,29 @@ class SegmentThenRegister(torch.nn.Module):
         registration: ``(B, 3, *S)`` -> ``(B, N, *S)`` DDF; its ``global_ddf`` (if any) is exposed too.
         mask_mode: ``"hard"`` (thresholded, straight-through gradient) or ``"soft"`` (probability).
         threshold: probability threshold of the hard mask, in (0, 1).
+        stage: ``"all"`` (the registration network's output) or ``"global"`` (its ``global_ddf``
+            alone: the forward then returns the global stage's DDF, e.g. where the dense stage did
+            not help in validation).
 
     Raises:
-        ValueError: unknown ``mask_mode``, ``threshold`` outside (0, 1), or a registration network
-            whose ``in_channels`` is not 3.
+        ValueError: unknown ``mask_mode`` or ``stage``, ``threshold`` outside (0, 1), or a
+            registration network whose ``in_channels`` is not 3.
     """
 
     def __init__(self, segmenter: torch.nn.Module, registration: torch.nn.Module, *, mask_mode: str = "hard",
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, stage: str = "all") -> None:
         super().__init__()
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}.")
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
         if getattr(registration, "in_channels", 3) != 3:
             raise ValueError("registration must take 3 input channels (moving image, moving mask, fixed image), "
                              f"got in_channels={registration.in_channels}.")
         self.segmenter, self.registration = segmenter, registration
-        self.mask_mode, self.threshold = mask_mode, float(threshold)
+        self.mask_mode, self.threshold, self.stage = mask_mode, float(threshold), stage
         self.in_channels = 2
         self.image_size = getattr(registration, "image_size", None)
 
@@ -82,4 +88,5 @@ class SegmentThenRegister(torch.nn.Module):
         return self.registration.global_ddf(self.registration_input(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.registration(self.registration_input(x))
+        inp = self.registration_input(x)
+        return self.registration.global_ddf(inp) if self.stage == "global" else self.registration(inp)

@@ -44,12 +44,16 @@ def test_the_registration_network_sees_moving_image_predicted_mask_and_fixed_ima
         torch.testing.assert_close(net(x), net.registration(inp))
 
 
-def test_trace_equals_eager():
+@pytest.mark.parametrize("stage", ["all", "global"])
+def test_trace_equals_eager(stage):
     net = _cascade("hard").eval()
+    net.stage = stage
     x = torch.rand(2, 2, *SIZE, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         traced = torch.jit.trace(net, x[:1])
         torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=1e-4)
+        if stage == "global":
+            torch.testing.assert_close(net(x), net.global_ddf(x))
 
 
 def test_bad_settings_and_inputs_are_named():
@@ -58,6 +62,8 @@ def test_bad_settings_and_inputs_are_named():
         SegmentThenRegister(gland_segmenter(channels=(4, 8)), reg2)
     with pytest.raises(ValueError, match="mask_mode"):
         _cascade("fuzzy")
+    with pytest.raises(ValueError, match="stage"):
+        SegmentThenRegister(gland_segmenter(channels=(4, 8)), _cascade().registration, stage="dense")
     with pytest.raises(ValueError, match="threshold"):
         SegmentThenRegister(gland_segmenter(channels=(4, 8)), _cascade().registration, threshold=1.0)
     with pytest.raises(ValueError, match=r"\(B, 2, \*spatial\)"):

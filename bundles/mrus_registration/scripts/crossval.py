@@ -70,7 +70,9 @@ def _slug(name: str) -> str:
 def _fold_segmenter(args: argparse.Namespace, fold: dict, k: int) -> torch.nn.Module:
     """Fold ``k``'s MR gland segmenter: trained on the MR volumes of the fold's training pairs (cached on disk)."""
     seg_dir = args.out / "segmenter" / f"fold{k}"
-    net = gland_segmenter(spatial_dims=3)
+    with torch.random.fork_rng():  # a seeded initialisation that leaves the caller's RNG alone
+        torch.manual_seed(args.seed)
+        net = gland_segmenter(spatial_dims=3)
     path = seg_dir / "segmenter.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print("evaluate_reference: --cascade_steps needs a mask-input network (3 input channels).", file=sys.stderr)  # noqa: T201
             return 2
         train = load_paired_dataset(args.dataset_dir, ids=args.trained_on, moving_mask=True, **grid)
-        seg = gland_segmenter(spatial_dims=3)
+        with torch.random.fork_rng():  # a seeded initialisation that leaves the caller's RNG alone
+            torch.manual_seed(args.seed)
+            seg = gland_segmenter(spatial_dims=3)
         fit_gland_segmenter(seg, torch.stack([t["moving_image"] for t in train]), torch.stack([t["moving_mask"] for t in train]),
                             steps=args.cascade_steps, seed=args.seed)
         dice = gland_dice(seg, torch.stack([t["moving_image"] for t in items]), torch.stack([t["moving_mask"] for t in items]))

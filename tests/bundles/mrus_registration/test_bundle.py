@@ -96,13 +96,13 @@ def test_default_inference_without_the_mr_gland_label_fails_clearly(tmp_path):
     assert isinstance(err, ValueError)
     msg = str(err)
     for needle in ("3 of 3 pairs have no moving label file", "case000, case001, case002", "MR gland segmentation",
-                   "moving_labels/", "configs/image_only.json", "--moving_mask_input false", "model_image_only.pt"):
+                   "moving_labels/", "configs/cascade.json", "model_cascade.pt"):
         assert needle in msg, (needle, msg)
     assert not (tmp_path / "out").exists()
-    # the documented override runs on the same folder (images only)
-    wf = _workflow(["inference.json", "image_only.json"], "infer", run=False, dataset_dir=str(data),
-                   output_dir=str(tmp_path / "out"))
-    assert wf.parser.get_parsed_content("network_def").in_channels == 2
+    # the documented image-only options run on the same folder (images only)
+    for option in ("cascade.json", "image_only.json"):
+        wf = _workflow(["inference.json", option], "infer", run=False, dataset_dir=str(data), output_dir=str(tmp_path / "out"))
+        assert wf.parser.get_parsed_content("network_def").in_channels == 2
 
 
 def test_folds_are_declared_grouped_and_cover_every_pair_once():
@@ -256,3 +256,17 @@ def test_train_cascade_config_builds_one_image_only_network(tmp_path):
     assert cascade.registration is wf.parser.get_parsed_content("network")  # the network the trainer optimises
     assert wf.parser.get_parsed_content("moving_keys") == ["moving_image", "moving_mask"]  # trained with true MR masks
     assert wf.parser.get_parsed_content("cascade_path") == str(tmp_path) + "/model_cascade.pt"
+
+
+def test_cascade_option_is_image_only_and_traces_exactly():
+    from medrobust.registration.cascade import SegmentThenRegister
+
+    path = BUNDLE / "models" / "model_cascade.pt"
+    assert path.is_file(), "models/model_cascade.pt is shipped (configs/train_cascade.json, command in docs/README.md)"
+    net = load_bundle_network(BUNDLE, config_files=["inference.json", "cascade.json"], weights=path)  # strict load
+    assert isinstance(net, SegmentThenRegister) and net.in_channels == 2  # MR and TRUS only
+    x = torch.rand(2, 2, 24, 32, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = net(x)
+        torch.testing.assert_close(torch.jit.trace(net, x[:1])(x), ref, atol=1e-4, rtol=1e-4)
+    assert ref.abs().max() > 0.1  # trained weights
