@@ -33,7 +33,7 @@ import torch
 from medrobust.card import render, sections
 from medrobust.card.budget import CardBudget, budget_statement
 from medrobust.card.dataset import CardData, load_card_data
-from medrobust.card.units import run_units, section_parts, section_units, unit_budget
+from medrobust.card.units import run_units, section_parts, section_units, unit_budget, unit_versions
 from medrobust.distributed import device_for_rank, dist_context
 
 __all__ = ["CardBudget", "CardResult", "make_card", "data_fingerprint", "versions", "headline"]
@@ -227,7 +227,8 @@ def _segmentation_card(loaded: Any, data_root: Path, masks: Path, out: Path, bud
     identity = {"card_version": 1, "task": "segmentation", "model_sha256": loaded.sha256,
                 "data_sha256": card["provenance"]["data_sha256"], "masks_sha256": card["provenance"]["masks_sha256"],
                 "cases": case_ids, "budget": unit_budget(card["provenance"]["budget"]), "seed": int(seed),
-                "device": dev.type}  # fmt: skip
+                "device": dev.type,
+                "versions": unit_versions(card["provenance"]["versions"])}  # fmt: skip
     index = {c: i for i, c in enumerate(case_ids)}
     units = section_units("seg_adversarial", case_ids[:na], budget.block_cases, lambda i, _, s: seg.seg_adversarial_dice(
         net, x[i], y[i], eps=budget.eps, steps=budget.pgd_steps, restarts=budget.restarts, seed=s), seed=seed, index=index)
@@ -372,6 +373,7 @@ def make_card(
     identity = {"card_version": 1, "task": "classification", "model_sha256": loaded.sha256,
                 "data_sha256": card["provenance"]["data_sha256"], "labels_sha256": card["provenance"]["labels_sha256"],
                 "cases": ds.case_ids, "seed": int(seed), "device": dev.type,  # the sweep keeps its own store
+                "versions": unit_versions(card["provenance"]["versions"]),
                 "budget": unit_budget(card["provenance"]["budget"], drop=("sensitivity", "families", "severities"))}  # fmt: skip
     if budget.sensitivity:  # under torchrun: each rank sweeps a shard of the cases, rank 0 merges (medrobust.distributed)
         card["sensitivity"] = timed("sensitivity", _sensitivity, loaded, data_root, Path(labels) if labels else None,

@@ -45,6 +45,7 @@ import torch
 
 from medrobust.card.budget import CardBudget
 from medrobust.card.render import eps_label
+from medrobust.core.utils import eval_mode
 
 __all__ = ["NOISE_DRAWS", "REGISTRATION_DEFAULTS", "RegistrationBundle", "is_registration_bundle", "load_registration_bundle",
            "registration_budget", "pair_rows", "clean_pairs", "sensitivity_pairs", "adversarial_pairs",
@@ -128,7 +129,7 @@ def pair_rows(net: torch.nn.Module, item: Mapping[str, Any], keys: Sequence[str]
     from medrobust.registration.evaluation import case_metrics
 
     mi, fi, ml, fl = _inputs(item, keys, next(net.parameters()).device)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(net):  # whatever an earlier call left the flags at (BatchNorm statistics)
         ddf = register(net, mi, fi if fixed is None else fixed)
     m = case_metrics(ddf, Warp(mode="bilinear", padding_mode="zeros")(ml, ddf), fl, item["affine"], moving_label=ml)
     return {k: m[k] for k in ("tre_landmarks_mm", "dice_gland", "folding_pct")}
@@ -348,7 +349,7 @@ def registration_card(model: Path, data_root: Path, out: Path, budget: CardBudge
     from medrobust.card import render
     from medrobust.card.builder import CardResult, data_fingerprint, versions
     from medrobust.card.registration_page import registration_page
-    from medrobust.card.units import run_units, section_parts, section_units, unit_budget
+    from medrobust.card.units import run_units, section_parts, section_units, unit_budget, unit_versions
     from medrobust.data.paired import load_pair, scan_paired
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -405,7 +406,8 @@ def registration_card(model: Path, data_root: Path, out: Path, budget: CardBudge
     }  # fmt: skip
     identity = {"card_version": 1, "task": "registration", "model_sha256": card["provenance"]["model_sha256"],
                 "data_sha256": card["provenance"]["data_sha256"], "inputs": keys, "cases": case_ids,
-                "budget": unit_budget(card["provenance"]["budget"]), "seed": int(seed), "device": dev.type}  # fmt: skip
+                "budget": unit_budget(card["provenance"]["budget"]), "seed": int(seed), "device": dev.type,
+                "versions": unit_versions(card["provenance"]["versions"])}  # fmt: skip
     index = {c: i for i, c in enumerate(case_ids)}
     size = budget.block_cases
 

@@ -46,7 +46,8 @@ from typing import Any
 
 from medrobust.core.utils import derive_seed
 
-__all__ = ["blocks", "block_seed", "unit_key", "identity_hash", "unit_budget", "UnitStore", "run_units", "section_units",
+__all__ = ["blocks", "block_seed", "unit_key", "identity_hash", "unit_budget", "unit_versions", "UnitStore", "run_units",
+           "section_units",
            "section_parts"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,15 @@ def unit_budget(budget: Mapping[str, Any], *, drop: Sequence[str] = ()) -> dict[
     """The budget fields units depend on (for the identity): all but ``n_boot`` (intervals are computed from the
     units afterwards, so more resamples need no new units) and ``drop``."""
     return {k: v for k, v in budget.items() if k != "n_boot" and k not in drop}
+
+
+def unit_versions(versions: Mapping[str, str]) -> dict[str, str]:
+    """The package versions a unit's numbers depend on (for the identity): medrobust, torch, monai.
+
+    The store does not record the code itself: a development checkout that changes a measure
+    without changing its version keeps its old units; use a new output folder then.
+    """
+    return {k: versions.get(k, "unknown") for k in ("medrobust", "torch", "monai")}
 
 
 def identity_hash(identity: Mapping[str, Any]) -> str:
