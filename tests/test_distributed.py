@@ -117,3 +117,24 @@ def test_sensitivity_under_torchrun_equals_one_process_and_resumes(tmp_path):
     assert len(pd.read_csv(sd / "predictions.csv")) == len(shards[1])
     pd.testing.assert_frame_equal(_key(single), _key(pd.read_csv(out / "predictions.csv", dtype={"case_id": str})))
     pd.testing.assert_frame_equal(s1, pd.read_csv(out / "summary.csv"))
+
+
+def test_rank_zero_raises_when_another_rank_failed(tmp_path, monkeypatch):
+    from medrobust.distributed import DistContext, wait_for_ranks, write_status
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")
+    write_status(tmp_path, DistContext(0, 2, 0), ok=True)
+    write_status(tmp_path, DistContext(1, 2, 1), ok=False, error="ValueError: bad file")
+    with pytest.raises(RuntimeError, match=r"rank 1 failed \(ValueError: bad file\)"):
+        wait_for_ranks(tmp_path, 2, started=0.0, poll_s=0.01)
+    write_status(tmp_path, DistContext(1, 2, 1), ok=True)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-2")  # status files of an earlier job do not count
+    write_status(tmp_path, DistContext(0, 2, 0), ok=True)
+    import threading
+
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (wait_for_ranks(tmp_path, 2, started=0.0, poll_s=0.01), done.set()), daemon=True)
+    t.start()
+    assert not done.wait(0.3)  # still waiting for rank 1 of job-2
+    write_status(tmp_path, DistContext(1, 2, 1), ok=True)
+    assert done.wait(5)
