@@ -42,7 +42,8 @@ def reference_networks(*, trained_only: bool = False) -> list[tuple[str, torch.n
         weights = BUNDLE / row["weights"]
         if trained_only and not weights.is_file():
             continue
-        net = load_bundle_network(BUNDLE, config_files=["train.json"], overrides=row["overrides"],
+        # a row may name its own configs (e.g. the image-only cascade: inference.json + cascade.json)
+        net = load_bundle_network(BUNDLE, config_files=row.get("config_files", ["train.json"]), overrides=row["overrides"],
                                   weights=weights if weights.is_file() else None)
         out.append((row["name"], net, weights.is_file()))
     return out

@@ -13,7 +13,8 @@ network). With ``--cascade MODE`` and a mask-input network (MR, MR gland mask, T
 also gets a gland segmenter trained on the MR images of its training pairs only
 (:func:`~medrobust.registration.segmenter.fit_gland_segmenter`, shared by every run in ``OUT``,
 ``OUT/segmenter/fold<k>/``), and the same network is scored image-only, fed the segmenter's
-``MODE`` ("hard" or "soft") mask through :class:`~medrobust.registration.cascade.SegmentThenRegister`.
+``MODE`` ("hard" or "soft") mask through :class:`~medrobust.registration.cascade.SegmentThenRegister`
+(saved as ``OUT/<run>/fold<k>/cascade_<MODE>.pt``, loadable with ``configs/cascade.json``).
 Rows are written per fold as they finish (``OUT/<run>/fold<k>/<stage>.json``) and finished work is
 skipped on a rerun; at the end ``OUT/summary.json`` and ``OUT/table.md`` hold
 :func:`~medrobust.registration.crossval.cv_summary` of the pooled held-out pairs of every run folder
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             over = {**common, "regulariser": reg, "train_ids": folds[k]["train"], "ckpt_dir": str(fold_dir),
                     "output_dir": str(fold_dir)}
             base_done = all((fold_dir / f"{s}.json").is_file() for s in STAGES)
-            cascade_todo = [m for m in args.cascade if not all((fold_dir / f"cascade_{m}_{s}.json").is_file() for s in STAGES)]
+            cascade_todo = [m for m in args.cascade if not (fold_dir / f"cascade_{m}.pt").is_file()
+                            or not all((fold_dir / f"cascade_{m}_{s}.json").is_file() for s in STAGES)]
             bn_todo = args.recompute_bn > 0 and not all((fold_dir / f).is_file() for f in
                                                         ["all_bn.json"] + [f"cascade_{m}_all_bn.json" for m in args.cascade])
             if base_done and not cascade_todo and not bn_todo:
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 logger.warning("%s: --cascade needs a mask-input network (moving_mask_input=true); skipped", name)
             for mode in cascade_todo if net.in_channels == 3 else []:
                 cascade = SegmentThenRegister(_fold_segmenter(args, folds[k], k), net, mask_mode=mode).eval()
+                # the fold's image-only network as one file: configs/cascade.json loads it (mask_mode, cascade_stage)
+                torch.save(cascade.state_dict(), fold_dir / f"cascade_{mode}.pt")
                 for stage in STAGES:
                     rows = ddf_rows(test, network_ddf_fn(cascade, ["moving_image"], stage=stage), timed=True)
                     (fold_dir / f"cascade_{mode}_{stage}.json").write_text(json.dumps({"rows": rows}))
