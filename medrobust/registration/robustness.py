@@ -13,7 +13,11 @@ side (ultrasound acquisition). The objective is the attacks library's registrati
 - ``"noise"``: uniform sign noise of L-inf size ``eps`` (``restarts`` draws, the worst kept): if
   it beats PGD, PGD is not finding the worst case;
 - ``"transfer"``: PGD examples built on ``source`` (e.g. the undefended network) and scored on
-  ``network``: if they beat PGD on ``network`` itself, its gradients are masked.
+  ``network``: if they beat PGD on ``network`` itself, its gradients are masked;
+- ``"swap"`` (:func:`attack_rows` only, not a bounded attack): each pair's fixed image replaced by
+  the next pair's. It measures how much the network uses the fixed image at all: a network whose
+  TRE barely changes when it sees another patient's TRUS is "robust" because it ignores the
+  image, not because it registers stably.
 
 Example:
     >>> import torch
@@ -46,9 +50,10 @@ from medrobust.core.utils import eval_mode
 from medrobust.registration.engine import register
 from medrobust.registration.evaluation import case_metrics
 
-__all__ = ["ATTACKS", "attack_fixed_image", "attack_rows", "adversarial_rows", "summarise_attack_rows"]
+__all__ = ["ATTACKS", "ROW_ATTACKS", "attack_fixed_image", "attack_rows", "adversarial_rows", "summarise_attack_rows"]
 
 ATTACKS = ("pgd", "square", "noise", "transfer")
+ROW_ATTACKS = (*ATTACKS, "swap")
 
 
 class _FixedOnly(torch.nn.Module):
@@ -169,9 +174,17 @@ def attack_rows(
 
     ``items`` are dicts from :func:`medrobust.data.paired.load_pair` (unbatched, channel first);
     ``moving_keys`` are concatenated as the network's moving input (and ``source``'s, for
-    ``attack="transfer"``). ``attack``, ``restarts``, ``alpha``, ``queries``, ``source``: see
-    :func:`attack_fixed_image`; case ``i`` uses seed ``seed + i``.
+    ``attack="transfer"``). ``attack`` is one of :data:`ROW_ATTACKS` (``"swap"``: case ``i`` gets
+    case ``i + 1``'s fixed image, cyclically; ``eps`` is then ignored); ``restarts``, ``alpha``,
+    ``queries``, ``source``: see :func:`attack_fixed_image`; case ``i`` uses seed ``seed + i``.
+
+    Raises:
+        ValueError: unknown ``attack``; ``"swap"`` with fewer than 2 items.
     """
+    if attack not in ROW_ATTACKS:
+        raise ValueError(f"attack must be one of {ROW_ATTACKS}, got {attack!r}.")
+    if attack == "swap" and len(items) < 2:
+        raise ValueError(f"attack='swap' needs at least 2 items (pairs to exchange fixed images), got {len(items)}.")
     warp = Warp(mode="bilinear", padding_mode="zeros")
     network.eval()
     if source is not None:
@@ -182,8 +195,16 @@ def attack_rows(
         mi = torch.cat([torch.as_tensor(item[k])[None].float().to(device) for k in moving_keys], dim=1)
         with torch.no_grad():
             ddf = register(network, mi, fi)
-        fi_adv, ddf_adv, info = attack_fixed_image(network, mi, fi, ml, fl, eps=eps, steps=steps, norm=norm, seed=seed + i,
-                                                   attack=attack, restarts=restarts, alpha=alpha, queries=queries, source=source)
+        if attack == "swap":
+            fi_adv = torch.as_tensor(items[(i + 1) % len(items)]["fixed_image"])[None].float().to(device)
+            obj, y = registration_objective("dice"), torch.cat([ml, fl], 1)
+            with eval_mode(network), torch.no_grad():
+                ddf_adv = register(network, mi, fi_adv)
+                info = {"loss_clean": obj.loss(ddf, y).reshape(-1), "loss": obj.loss(ddf_adv, y).reshape(-1)}
+        else:
+            fi_adv, ddf_adv, info = attack_fixed_image(network, mi, fi, ml, fl, eps=eps, steps=steps, norm=norm, seed=seed + i,
+                                                       attack=attack, restarts=restarts, alpha=alpha, queries=queries,
+                                                       source=source)
         clean = case_metrics(ddf, warp(ml, ddf), fl, item["affine"], moving_label=ml)
         adv = case_metrics(ddf_adv, warp(ml, ddf_adv), fl, item["affine"], moving_label=ml)
         row = {"case_id": item.get("case_id", str(i)), **clean}

@@ -6,6 +6,7 @@ import pytest
 import torch
 from monai.networks.nets import LocalNet
 
+from medrobust.core.attacks import registration_objective
 from medrobust.registration.crossval import cv_summary
 from medrobust.registration.robustness import adversarial_rows, attack_fixed_image, attack_rows
 
@@ -79,3 +80,21 @@ def test_attack_rows_feed_the_per_pair_summary_with_cis():
     assert "attack_loss" not in adv[0] and "perturbation_linf" not in adv[0]
     s = cv_summary(adv)
     assert s["n_pairs"] == 3 and s["tre_median_ci"][0] <= s["tre_median_mm"] <= s["tre_median_ci"][1]
+
+
+def test_swap_scores_each_pair_with_the_next_pairs_fixed_image():
+    mi, fi, ml, fl = _pair(b=3)
+    fi[1] = 1.0 - fi[0]
+    items = [{"case_id": f"c{i}", "moving_image": mi[i], "fixed_image": fi[i], "moving_label": ml[i], "fixed_label": fl[i],
+              "affine": torch.eye(4)} for i in range(3)]
+    net = _net().eval()
+    rows = attack_rows(net, items, eps=0.0, attack="swap")
+    assert rows[0]["perturbation_linf"] == pytest.approx(float((fi[1] - fi[0]).abs().max()))  # unbounded: another image
+    with torch.no_grad():
+        ddf = net(torch.cat([mi[:1], fi[1:2]], 1))
+    assert rows[0]["attack_loss_adv"] == pytest.approx(float(registration_objective("dice").loss(ddf, torch.cat([ml[:1], fl[:1]], 1))),
+                                                       rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 items"):
+        attack_rows(net, items[:1], eps=0.0, attack="swap")
+    with pytest.raises(ValueError, match="attack must be one of"):
+        attack_rows(net, items, eps=0.01, attack="blur")

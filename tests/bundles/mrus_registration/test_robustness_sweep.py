@@ -25,14 +25,14 @@ def _sweep():
 def test_sweep_writes_ci_tables_and_masking_checks_and_resumes(tmp_path):
     readme = (BUNDLE / "docs" / "README.md").read_bytes()
     weights = str(BUNDLE / "models" / "model.pt")
-    argv = ["--num_threads", "1", "--ids", "obs024", "--eps", "0.01", "--steps", "1", "--checks", "--noise_draws", "1",
+    argv = ["--num_threads", "1", "--ids", "obs024", "obs027", "--eps", "0.01", "--steps", "1", "--checks", "--noise_draws", "1",
             "--queries", "2", "--name", "shipped", "--model", f"again={weights}", "--out", str(tmp_path)]
     assert _sweep().main(argv) == 0
     table = (tmp_path / "robustness.md").read_text()
-    assert "| shipped | 1 |" in table and "TRE increase at eps 0.01" in table and "95 % bootstrap CI" in table
-    assert "sign noise" in table and "Square (2 queries)" in table and "transfer from first row" in table
+    assert "| shipped | 2 |" in table and "TRE increase at eps 0.01" in table and "95 % bootstrap CI" in table
+    assert "sign noise" in table and "another pair" in table and "Square (2 queries)" in table and "transfer from first row" in table
     res = json.loads((tmp_path / "robustness.json").read_text())
-    assert set(res["checks"]["again"]) == {"pgd", "noise", "square", "transfer"} and "transfer" not in res["checks"]["shipped"]
+    assert set(res["checks"]["again"]) == {"pgd", "noise", "square", "swap", "transfer"} and "transfer" not in res["checks"]["shipped"]
     # the same weights under another name: identical clean and PGD cells (the cache is keyed by weights and settings)
     assert res["sweep"]["again"]["0.01"] == res["sweep"]["shipped"]["0.01"]
     cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
