@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=str(BUNDLE / "models" / "model.pt"), help="the first row's network ({fold} allowed)")
     p.add_argument("--name", default=None, help="the first row's name (default: its weights path)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS", help="another network, same config (repeatable)")
+    p.add_argument("--configs", nargs="+", default=["inference.json"],
+                   help="configs every network is built from, in order (e.g. inference.json cascade.json for the image-only cascade)")
     p.add_argument("--override", action="append", default=[], metavar="ID=JSON",
                    help="config override for every network, e.g. moving_mask_input=true (repeatable)")
     p.add_argument("--ids", nargs="+", default=None, help="attack these pair ids instead of the folds' held-out pairs")
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restarts", type=int, default=1, help="PGD restarts (random starts; the worst kept per pair)")
     p.add_argument("--checks", action="store_true", help="also the gradient-masking table (noise, Square, transfer)")
     p.add_argument("--check_eps", type=float, default=0.01)
+    p.add_argument("--check_attacks", nargs="+", default=["noise", "square", "swap", "transfer"],
+                   choices=["noise", "square", "swap", "transfer"], help="which checks --checks runs (PGD is always shown)")
     p.add_argument("--noise_draws", type=int, default=10)
     p.add_argument("--queries", type=int, default=300, help="Square attack iterations")
     p.add_argument("--num_threads", type=int, default=0)
@@ -105,19 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     if any(e <= 0 for e in args.eps) or args.check_eps <= 0:
         raise SystemExit("--eps/--check_eps: every radius must be > 0 (the clean column is always reported).")
     common = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.override)}
-    networks: list[tuple[str, str, dict]] = [(args.name or _rel(Path(args.weights)), args.weights, common)]
+    configs = list(args.configs)
+    networks: list[tuple[str, str, dict, list]] = [(args.name or _rel(Path(args.weights)), args.weights, common, configs)]
     for item in args.model:
         name, sep, path = item.partition("=")
         if not sep:
             raise SystemExit(f"--model must be NAME=WEIGHTS, got {item!r}")
-        networks.append((name, path, common))
+        networks.append((name, path, common, configs))
     if args.references:
         for row in json.loads((BUNDLE / "configs" / "reference_networks.json").read_text())["networks"]:
             if (BUNDLE / row["weights"]).is_file():
-                networks.append((row["name"], str(BUNDLE / row["weights"]), row["overrides"]))
+                networks.append((row["name"], str(BUNDLE / row["weights"]), row["overrides"], row.get("config_files", ["inference.json"])))
     folds = read_folds(args.folds_file)
     splits = [("ids", args.ids)] if args.ids else [(k, folds[k]["test"]) for k in args.fold]
-    path_of = {(name, k): Path(w.format(fold=k)).resolve() for name, w, _ in networks for k, _ in splits}
+    path_of = {(name, k): Path(w.format(fold=k)).resolve() for name, w, _, _ in networks for k, _ in splits}
     missing = sorted({f"{name}: {path}" for (name, _), path in path_of.items() if not path.is_file()})
     if missing:
         print(f"robustness_sweep: no model weights at {'; '.join(missing)}. Train one (python -m monai.bundle run "  # noqa: T201
@@ -129,19 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     items_of = {}
     all_rows: list[dict] = []
 
-    def run_cell(name: str, overrides: dict, attack: str, eps: float) -> list[dict]:
+    def run_cell(name: str, overrides: dict, cfgs: list, attack: str, eps: float) -> list[dict]:
         """Per-pair rows of one (network, attack, eps), pooled over the splits; cached under OUT/cells."""
         rows: list[dict] = []
         for k, ids in splits:
             weights = path_of[(name, k)]
             src = path_of[(networks[0][0], k)] if attack == "transfer" else None
-            key = json.dumps([str(weights), str(src), attack, eps, ids, overrides, settings], sort_keys=True)
+            key = json.dumps([str(weights), str(src), attack, eps, ids, overrides, settings]
+                             + ([cfgs] if cfgs != ["inference.json"] else []), sort_keys=True)
             cache = args.out / "cells" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
             if cache.is_file():
                 rows += json.loads(cache.read_text())["rows"]
                 continue
-            net = load_bundle_network(BUNDLE, config_files=["inference.json"], overrides=overrides, weights=weights)
-            source = None if src is None else load_bundle_network(BUNDLE, config_files=["inference.json"], overrides=overrides, weights=src)
+            net = load_bundle_network(BUNDLE, config_files=cfgs, overrides=overrides, weights=weights)
+            first = networks[0]
+            source = None if src is None else load_bundle_network(BUNDLE, config_files=first[3], overrides=first[2], weights=src)
             keys = ["moving_image", "moving_mask"][: getattr(net, "in_channels", 2) - 1]
             if (k, len(keys)) not in items_of:
                 items_of[(k, len(keys))] = load_paired_dataset(args.dataset_dir, ids=ids, spacing=3.0, size=(24, 32, 24),
@@ -156,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         return rows
 
     results: dict[str, dict] = {"settings": {**settings, "splits": [k for k, _ in splits]}, "sweep": {}, "checks": {}}
-    for name, _, overrides in networks:
+    for name, _, overrides, cfgs in networks:
         row: dict[str, dict] = {}
         for eps in args.eps:
-            rows = run_cell(name, overrides, "pgd", eps)
+            rows = run_cell(name, overrides, cfgs, "pgd", eps)
             row.setdefault("0", _cell(rows, adversarial=False))
             row[f"{eps:g}"] = _cell(rows, adversarial=True)
             logger.info("%s eps %g: %s", name, eps, row[f"{eps:g}"])
@@ -168,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         results["sweep"][name] = row
         (args.out / "robustness.json").write_text(json.dumps(results, indent=2))
     if args.checks:
-        for i, (name, _, overrides) in enumerate(networks):
-            attacks = ["pgd", "noise", "square", "swap"] + (["transfer"] if i > 0 else [])
-            results["checks"][name] = {a: _cell(run_cell(name, overrides, a, args.check_eps), adversarial=True) for a in attacks}
+        for i, (name, _, overrides, cfgs) in enumerate(networks):
+            attacks = ["pgd"] + [a for a in args.check_attacks if a != "transfer" or i > 0]
+            results["checks"][name] = {a: _cell(run_cell(name, overrides, cfgs, a, args.check_eps), adversarial=True) for a in attacks}
             logger.info("%s checks at eps %g: %s", name, args.check_eps, results["checks"][name])
             (args.out / "robustness.json").write_text(json.dumps(results, indent=2))
     with open(args.out / "pairs.csv", "w", newline="") as fh:
@@ -206,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         names = {"pgd": f"PGD ({args.steps} steps)", "noise": f"sign noise (worst of {args.noise_draws})",
                  "square": f"Square ({args.queries} queries)", "transfer": "transfer from first row",
                  "swap": "another pair's TRUS (unbounded)"}
+        names = {a: n for a, n in names.items() if a == "pgd" or a in args.check_attacks}
         lines += ["", "| network | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
         for name, by_attack in results["checks"].items():
             lines.append(f"| {name} | " + " | ".join(_fmt(by_attack[a]) if a in by_attack else "-" for a in names) + " |")
