@@ -14,7 +14,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.utils import optional_import
 
-__all__ = ["check_multi_gpu_wiring", "torchrun_bundle", "rank_parameters"]
+__all__ = ["check_multi_gpu_wiring", "torchrun_bundle", "rank_parameters", "one_thread"]
 
 # One process per rank: initialize, run, save this rank's network parameters, finalize (destroys the process group).
 _SCRIPT = """
@@ -38,6 +39,12 @@ with bundle_imports(bundle):
     params = {k: v.detach().cpu() for k, v in net.named_parameters()}
     torch.save(params, os.path.join(overrides["output_dir"], "%s_rank%s.pt" % (name, os.environ["RANK"])))
     wf.finalize()
+# Release the DDP network (its reducer holds the gloo process group) while the interpreter is alive: a gloo group
+# destroyed during interpreter finalisation can abort the process (SIGABRT, "terminate called without an active
+# exception"; pytorch/pytorch#179291), which happened about once in 10 launches here.
+del wf, net
+import gc
+gc.collect()
 """
 
 
@@ -153,3 +160,14 @@ def rank_parameters(out: Path, name: str) -> tuple[dict[str, torch.Tensor], dict
     unequal = [k for k in w0 if not torch.equal(w0[k], w1[k])]
     assert not unequal, f"parameters differ between the ranks: {unequal}"
     return w0, w1
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread, as each rank runs (the single-process reference then rounds like the ranks)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

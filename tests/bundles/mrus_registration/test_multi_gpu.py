@@ -58,8 +58,21 @@ def _pairs(root: Path, n: int = 3) -> Path:
     return root
 
 
+def _num(v: str):
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def _cases(path: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(path))]
+    """Rows of cases.csv without the timing, numbers as floats."""
+    return [{k: _num(v) for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(path))]
+
+
+def _close(rows: list[dict]) -> list[dict]:
+    return [{k: pytest.approx(v, rel=1e-6, abs=1e-9, nan_ok=True) if isinstance(v, float) else v for k, v in r.items()}
+            for r in rows]
 
 
 @pytest.mark.slow
@@ -81,7 +94,8 @@ def test_two_gloo_processes_train_and_evaluate(tmp_path):
     run_bundle_workflow(BUNDLE, ["train.json", "evaluate.json"], **dict(common, output_dir=str(single)))
     merged, one = _cases(out / "eval" / "cases.csv"), _cases(single / "eval" / "cases.csv")
     assert [r["case_id"] for r in merged] == ["case000", "case001", "case002"]  # 2 + 1 cases, in single-process order
-    assert merged == one
+    assert merged == _close(one)  # the same pairs, same network: equal up to float rounding
     assert sorted((out / "eval" / "shards").iterdir()) == [out / "eval" / "shards" / f"rank-{r}" for r in (0, 1)]
     s_merged, s_one = (json.loads((d / "eval" / "summary.json").read_text()) for d in (out, single))
-    assert {k: v for k, v in s_merged.items() if "second" not in k} == {k: v for k, v in s_one.items() if "second" not in k}
+    s_one = {k: v for k, v in s_one.items() if "second" not in k}
+    assert {k: v for k, v in s_merged.items() if "second" not in k} == pytest.approx(s_one, rel=1e-6, nan_ok=True)
