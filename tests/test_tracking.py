@@ -73,3 +73,14 @@ def test_log_card_names_segmentation_rows_by_dice(tmp_path, shared_uri):
     metrics = client.get_run(rid).data.metrics
     assert "robust_dice/worst_case" in metrics and not any(k.startswith("robust_accuracy") for k in metrics)
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "gaussian_blur/dice")] == [(0, 0.8), (1, 0.7)]
+
+
+@pytest.mark.parametrize("rank, track, expected", [(0, True, True), (1, True, False), (0, False, False)])
+def test_bundle_handlers_enabled_on_rank_0_only(monkeypatch, rank, track, expected):
+    """The bundles' MLFlowHandler is disabled by ``not enabled(@track)``: only rank 0 of a torchrun job records."""
+    from medrobust.tracking import enabled, run_name
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    assert enabled(track) is expected
+    assert run_name("train").startswith("train_") and run_name("train").endswith(f"_{__import__('os').getpid()}")
