@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -83,4 +85,4 @@ def test_bundle_handlers_enabled_on_rank_0_only(monkeypatch, rank, track, expect
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", str(rank))
     assert enabled(track) is expected
-    assert run_name("train").startswith("train_") and run_name("train").endswith(f"_{__import__('os').getpid()}")
+    assert run_name("train").startswith("train_") and run_name("train").endswith(f"_{os.getpid()}")
