@@ -82,19 +82,31 @@ def experiment_id(client: Any, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(str(client.tracking_uri)))
 
 
-def enabled(track: bool = True) -> bool:
+_FALSE, _TRUE = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
+
+
+def enabled(track: bool | str = True) -> bool:
     """Whether this process records a bundle run: ``track`` is on, this is rank 0 of a torchrun job
     (or no job), and mlflow is installed (else a warning and no tracking, as for :func:`log_card`).
 
     The bundles' ``train.json`` disable their ``MLFlowHandler`` with ``"$not medrobust.tracking.enabled(@track)"``,
-    so under DDP only rank 0 creates the store (the other ranks do not even open it).
+    so under DDP only rank 0 creates the store (the other ranks do not even open it). ``track`` may be
+    the text of a command-line override (``monai.bundle run ... --track false`` passes the string ``"false"``).
 
     Example:
-        >>> enabled(False)
-        False
+        >>> enabled(False), enabled("off")
+        (False, False)
+
+    Raises:
+        ValueError: ``track`` is a string that is not a yes/no word.
     """
     from medrobust.distributed import dist_context
 
+    if isinstance(track, str):
+        word = track.strip().lower()
+        if word not in _FALSE + _TRUE:
+            raise ValueError(f"track: expected true/false (or yes/no, on/off, 1/0), got {track!r}.")
+        track = word in _TRUE
     if not track or dist_context().rank != 0:
         return False
     try:

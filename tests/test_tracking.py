@@ -77,7 +77,8 @@ def test_log_card_names_segmentation_rows_by_dice(tmp_path, shared_uri):
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "gaussian_blur/dice")] == [(0, 0.8), (1, 0.7)]
 
 
-@pytest.mark.parametrize("rank, track, expected", [(0, True, True), (1, True, False), (0, False, False)])
+@pytest.mark.parametrize("rank, track, expected", [(0, True, True), (1, True, False), (0, False, False), (0, "false", False),
+                                                   (0, "True", True), (1, "on", False)])
 def test_bundle_handlers_enabled_on_rank_0_only(monkeypatch, rank, track, expected):
     """The bundles' MLFlowHandler is disabled by ``not enabled(@track)``: only rank 0 of a torchrun job records."""
     from medrobust.tracking import enabled, run_name
@@ -86,3 +87,10 @@ def test_bundle_handlers_enabled_on_rank_0_only(monkeypatch, rank, track, expect
     monkeypatch.setenv("RANK", str(rank))
     assert enabled(track) is expected
     assert run_name("train").startswith("train_") and run_name("train").endswith(f"_{os.getpid()}")
+
+
+def test_track_word_is_checked():
+    from medrobust.tracking import enabled
+
+    with pytest.raises(ValueError, match="track: expected true/false"):
+        enabled("maybe")
