@@ -18,6 +18,10 @@
   :class:`~medrobust.reconstruction.networks.VarNet` is trained with :func:`prepare_kspace_batch`
   and evaluated with ``kspace_model=True`` (:func:`kspace_model_fn`: one slice at a time, each with
   its own mask, since MONAI's VarNet takes one mask per call).
+- Subsets and torchrun: :func:`evaluate_split` with ``volume_indices`` evaluates some volumes with
+  the masks, phases and seeds they have in the whole split; :func:`evaluate_split_distributed` gives
+  each rank volumes ``rank::world_size`` and rank 0 merges the shards (:func:`merge_split`) into
+  the results one process writes.
 - FN-rate threshold sweep: ``fn_thresholds`` adds ``fn_rate@<t>`` columns, the fraction of
   slices whose worst masked NMSE (:func:`~medrobust.core.attacks.fnaf.false_negatives`) is ``>= t``.
 
@@ -48,7 +52,7 @@ from medrobust.core.metrics.reconstruction import nmse, psnr, ssim
 from medrobust.reconstruction.fft import fft2c
 from medrobust.reconstruction.simulation import coil_sensitivities, zero_filled
 
-__all__ = ["acquire", "measure", "prepare_kspace_batch", "kspace_model_fn", "fn_rate_key", "batch_phase", "batch_acquisition", "prepare_batch", "SetEpoch", "evaluate_split", "evaluate_volume", "summarise", "VOLUME_METRICS"]
+__all__ = ["acquire", "measure", "prepare_kspace_batch", "kspace_model_fn", "fn_rate_key", "batch_phase", "batch_acquisition", "prepare_batch", "SetEpoch", "evaluate_split", "merge_split", "evaluate_split_distributed", "evaluate_volume", "summarise", "VOLUME_METRICS"]
 
 VOLUME_METRICS = ("nmse", "psnr", "ssim", "fn_rate", "fnaf_masked_nmse", "pgd_nmse")
 
@@ -269,6 +273,37 @@ def _volume_slices(ds: Any, v: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return torch.as_tensor(batch["target"]), torch.as_tensor(batch["mask"]), batch_phase(batch)
 
 
+def _fields(fn_thresholds: Sequence[float]) -> tuple[list[str], list[str]]:
+    """``(metric columns, CSV fields)`` of ``per_volume.csv``."""
+    metrics = [*VOLUME_METRICS, *(fn_rate_key(t) for t in fn_thresholds)]
+    return metrics, ["model", "acceleration", "volume_id", *metrics, "slices"]
+
+
+def _write_summary(rows: Sequence[Mapping[str, str]], out: Path, names: Sequence[str], accelerations: Sequence[float],
+                   metrics: Sequence[str], seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """``summary.json`` over ``rows`` (CSV text), in row order (the bootstrap resamples by position)."""
+    import json
+
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        for acc in accelerations:
+            sel = [r for r in rows if r["model"] == name and r["acceleration"] == str(acc)]
+            summary[f"{name}_x{acc}"] = {k: summarise([float(r[k]) for r in sel if r.get(k) not in (None, "")], seed=seed)
+                                         for k in metrics}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _volume_indices(volume_indices: Sequence[int] | None, n: int) -> list[int]:
+    if volume_indices is None:
+        return list(range(n))
+    idx = list(volume_indices)
+    bad = [i for i in idx if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n]
+    if bad or len(set(idx)) != len(idx):
+        raise ValueError(f"volume_indices must be distinct ints in [0, {n}) (positions in volumes), got {idx!r}.")
+    return [int(i) for i in idx]
+
+
 def evaluate_split(
     nets: Mapping[str, Callable[[torch.Tensor], torch.Tensor] | None],
     volumes: Sequence[Any],
@@ -277,6 +312,7 @@ def evaluate_split(
     accelerations: Sequence[float] = (4,),
     seed: int = 1234,
     num_coils: int = 1,
+    volume_indices: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Evaluate models (``name -> net``; ``None`` = zero-filled) on every volume and acceleration.
@@ -285,28 +321,36 @@ def evaluate_split(
     (fixed ``seed``: every model sees the same masks and phases). One row per (model,
     acceleration, volume) is appended to ``out_dir/per_volume.csv`` as soon as it is computed
     and rows already there are skipped (resume); ``out_dir/summary.json`` holds mean and
-    bootstrap 95% CI over volumes per metric. ``kwargs`` go to :func:`evaluate_volume`.
+    bootstrap 95% CI over the rows of ``per_volume.csv`` per metric. ``kwargs`` go to :func:`evaluate_volume`.
+
+    ``volume_indices`` (positions in ``volumes``; None = all) evaluates a subset (a shard, see
+    :func:`evaluate_split_distributed`): the dataset still holds every volume, so each slice keeps
+    its global index and with it its mask, phase and attack seeds; a volume's row equals its row
+    in the evaluation of all volumes.
 
     Returns:
         ``{f"{name}_x{acc}": {metric: {"mean", "ci_low", "ci_high", "n"}}}``.
+
+    Raises:
+        ValueError: ``volume_indices`` not distinct positions in ``volumes``.
     """
     import csv
-    import json
 
     from tqdm.auto import tqdm
 
     from medrobust.reconstruction.data import KspaceSliceDataset
 
+    indices = _volume_indices(volume_indices, len(volumes))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "per_volume.csv"
     rows: list[dict] = list(csv.DictReader(open(path, newline=""))) if path.is_file() else []
     done = {(r["model"], r["acceleration"], r["volume_id"]) for r in rows}
-    metrics = [*VOLUME_METRICS, *(fn_rate_key(t) for t in kwargs.get("fn_thresholds", ()))]
-    fields = ["model", "acceleration", "volume_id", *metrics, "slices"]
+    metrics, fields = _fields(kwargs.get("fn_thresholds", ()))
     for acc in accelerations:
         ds = KspaceSliceDataset(volumes, num_coils=num_coils, acceleration=acc, seed=seed)
-        for v, vol in enumerate(tqdm(volumes, desc=f"evaluate x{acc}", leave=False)):
+        for v in tqdm(indices, desc=f"evaluate x{acc}", leave=False):
+            vol = volumes[v]
             todo = [n for n in nets if (n, str(acc), vol.volume_id) not in done]
             if not todo:
                 continue
@@ -324,11 +368,100 @@ def evaluate_split(
                         w.writeheader()
                     w.writerow(row)
                 rows.append({k: str(val) for k, val in row.items()})
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for name in nets:
-        for acc in accelerations:
-            sel = [r for r in rows if r["model"] == name and r["acceleration"] == str(acc)]
-            summary[f"{name}_x{acc}"] = {k: summarise([float(r[k]) for r in sel if r.get(k) not in (None, "")], seed=seed)
-                                         for k in metrics}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return _write_summary(rows, out, list(nets), accelerations, metrics, seed)
+
+
+def merge_split(
+    shard_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    models: Sequence[str],
+    volumes: Sequence[Any],
+    accelerations: Sequence[float] = (4,),
+    seed: int = 1234,
+    fn_thresholds: Sequence[float] = (),
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Merge the ``per_volume.csv`` of shards (:func:`evaluate_split` with ``volume_indices``) into
+    ``out_dir/per_volume.csv`` and ``out_dir/summary.json``, exactly as one :func:`evaluate_split`
+    call over all ``volumes`` writes them: rows in its order (acceleration, volume, model) as the
+    shards stored their text, the summary computed from them (same bootstrap seed and order).
+
+    Args:
+        shard_dirs: folders holding the shards' ``per_volume.csv`` (a shard with no volumes may have none).
+        out_dir: where the merged results go (``per_volume.csv`` is rewritten).
+        models: the model names, in the order of the ``nets`` given to :func:`evaluate_split`.
+        volumes, accelerations, seed, fn_thresholds: as given to :func:`evaluate_split`.
+
+    Returns:
+        The summary, as :func:`evaluate_split` returns it.
+
+    Raises:
+        ValueError: a (model, acceleration, volume) row is missing from every shard or is in two shards.
+    """
+    import csv
+
+    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    for d in shard_dirs:
+        path = Path(d) / "per_volume.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                key = (r["model"], r["acceleration"], r["volume_id"])
+                if key in rows:
+                    raise ValueError(f"merge_split: row {key} is in two shards ({path} and an earlier one); "
+                                     "shards must hold disjoint volumes.")
+                rows[key] = r
+    order = [(name, str(acc), vol.volume_id) for acc in accelerations for vol in volumes for name in models]
+    missing = [k for k in order if k not in rows]
+    if missing:
+        raise ValueError(f"merge_split: {len(missing)} rows missing from the shards {[str(d) for d in shard_dirs]} "
+                         f"(first {missing[0]}); run the unfinished rank again (it resumes).")
+    metrics, fields = _fields(fn_thresholds)
+    merged = [rows[k] for k in order]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "per_volume.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(merged)
+    return _write_summary(merged, out, list(models), accelerations, metrics, seed)
+
+
+def evaluate_split_distributed(
+    nets: Mapping[str, Callable[[torch.Tensor], torch.Tensor] | None],
+    volumes: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    accelerations: Sequence[float] = (4,),
+    seed: int = 1234,
+    **kwargs: Any,
+) -> dict[str, dict[str, dict[str, float]]] | None:
+    """:func:`evaluate_split` over the ranks of an initialised ``torch.distributed`` process group.
+
+    Rank ``r`` of ``N`` evaluates volumes ``r::N`` into its own resumable store
+    ``out_dir/shards/rank-r-of-N`` (:func:`~medrobust.distributed.shard_dir`); after a barrier rank
+    0 merges the shards (:func:`merge_split`) into ``out_dir``: the same ``per_volume.csv`` and
+    ``summary.json`` as one process. Without a process group (or with one rank) it is
+    :func:`evaluate_split`. ``nets`` must not be DistributedDataParallel-wrapped (the attacks
+    back-propagate a different number of times on each rank): pass ``ddp.module``.
+
+    Returns:
+        The summary on rank 0, None on the other ranks.
+    """
+    import torch.distributed as dist
+
+    from medrobust.distributed import shard_dir
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return evaluate_split(nets, volumes, out_dir, accelerations=accelerations, seed=seed, **kwargs)
+    if any(isinstance(n, torch.nn.parallel.DistributedDataParallel) for n in nets.values()):
+        raise TypeError("evaluate_split_distributed: nets must be plain modules, got a DistributedDataParallel; pass its .module.")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    evaluate_split(nets, volumes, shard_dir(out_dir, rank, world), volume_indices=range(rank, len(volumes), world),
+                   accelerations=accelerations, seed=seed, **kwargs)
+    dist.barrier()
+    if rank != 0:
+        return None
+    return merge_split([shard_dir(out_dir, r, world) for r in range(world)], out_dir, models=list(nets), volumes=volumes,
+                       accelerations=accelerations, seed=seed, fn_thresholds=kwargs.get("fn_thresholds", ()))
