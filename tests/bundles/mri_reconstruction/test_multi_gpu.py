@@ -29,11 +29,15 @@ def test_multi_gpu_train_config(monkeypatch):
 EVAL = ["train.json", "evaluate.json", "multi_gpu_evaluate.json"]
 
 
-def test_multi_gpu_evaluate_config(monkeypatch):
-    parser = check_multi_gpu_wiring(BUNDLE, EVAL, loaders={}, handlers={}, rank1={}, monkeypatch=monkeypatch)
+@pytest.mark.parametrize("files,kspace", [(EVAL, False),
+                                           (["train.json", "train_varnet.json", "evaluate.json", "evaluate_varnet.json",
+                                             "multi_gpu_evaluate.json"], True)])  # fmt: skip
+def test_multi_gpu_evaluate_config(monkeypatch, files, kspace):
+    parser = check_multi_gpu_wiring(BUNDLE, files, loaders={}, handlers={}, rank1={}, monkeypatch=monkeypatch)
     assert "evaluate_split_distributed(@eval_nets," in " ".join(parser["run"])  # unwrapped nets: no DDP gradient hooks
     assert parser["eval_nets"].startswith("${k: getattr(v, 'module', v)")
     assert "if dist.get_rank() == 0 else None" in parser["split"]  # split.json written by rank 0 only
+    assert parser.get_parsed_content("eval_kspace_model") is kspace  # VarNet (evaluate_varnet.json) reads k-space
 
 
 @pytest.mark.slow
@@ -45,7 +49,7 @@ def test_two_gloo_processes_evaluate_equal_to_one_process(promise_dir, tmp_path)
     torch.save(ReconUNet(spatial_dims=2, features=features).state_dict(), ckpt / "model.pt")
     common = dict(dataset_dir=str(promise_dir), ckpt_dir=str(ckpt), num_threads=1, spatial_size=[32, 32],
                   features=features, limit_volumes=3, eval_split="train+val+test", eval_accelerations=[4],
-                  fnaf_eval_restarts=2, fnaf_eval_size=3, pgd_steps=1, fn_thresholds=[0.01])  # fmt: skip
+                  fnaf_eval_restarts=2, fnaf_eval_size=3, pgd_steps=1, fn_thresholds=[0.01], track=False)  # fmt: skip
     torchrun_bundle(BUNDLE, [("eval", EVAL, dict(common, output_dir=str(out)))], tmp_path)
     with one_thread():
         run_bundle_workflow(BUNDLE, ["train.json", "evaluate.json"], **dict(common, output_dir=str(single)))
@@ -53,6 +57,7 @@ def test_two_gloo_processes_evaluate_equal_to_one_process(promise_dir, tmp_path)
     assert [r["volume_id"] for r in rows] == [v for v in ("train00", "train01", "train02") for _ in range(2)]
     for name in ("per_volume.csv", "summary.json"):
         assert (out / name).read_bytes() == (single / name).read_bytes(), name
+    assert not (out / "mlflow.db").exists()  # track=False
     shards = sorted(p.name for p in (out / "shards").iterdir())
     assert shards == ["rank-000-of-002", "rank-001-of-002"]  # 2 volumes and 1 volume
     assert len(list(csv.DictReader(open(out / "shards" / shards[1] / "per_volume.csv")))) == 2  # 1 volume x 2 models
