@@ -14,7 +14,7 @@ also gets a gland segmenter trained on the MR images of its training pairs only
 (:func:`~medrobust.registration.segmenter.fit_gland_segmenter`, shared by every run in ``OUT``,
 ``OUT/segmenter/fold<k>/``), and the same network is scored image-only, fed the segmenter's
 ``MODE`` ("hard" or "soft") mask through :class:`~medrobust.registration.cascade.SegmentThenRegister`
-(saved as ``OUT/<run>/fold<k>/cascade_<MODE>.pt``, loadable with ``configs/cascade.json``).
+(saved as ``OUT/<run>/fold<k>/cascade_<MODE>.pt``, loadable with ``configs/inference.json``).
 Rows are written per fold as they finish (``OUT/<run>/fold<k>/<stage>.json``) and finished work is
 skipped on a rerun; at the end ``OUT/summary.json`` and ``OUT/table.md`` hold
 :func:`~medrobust.registration.crossval.cv_summary` of the pooled held-out pairs of every run folder
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 logger.warning("%s: --cascade needs a mask-input network (moving_mask_input=true); skipped", name)
             for mode in cascade_todo if net.in_channels == 3 else []:
                 cascade = SegmentThenRegister(_fold_segmenter(args, folds[k], k), net, mask_mode=mode).eval()
-                # the fold's image-only network as one file: configs/cascade.json loads it (mask_mode, cascade_stage)
+                # the fold's image-only network as one file: configs/inference.json loads it (mask_mode, cascade_stage)
                 torch.save(cascade.state_dict(), fold_dir / f"cascade_{mode}.pt")
                 for stage in STAGES:
                     rows = ddf_rows(test, network_ddf_fn(cascade, ["moving_image"], stage=stage), timed=True)

@@ -64,7 +64,7 @@ def test_verify_net_in_out():
 
 def test_shipped_weights_load_into_the_inference_network():
     net = load_bundle_network(BUNDLE)  # strict: the shipped checkpoint matches configs/inference.json
-    assert net.in_channels == 3  # default: moving MR + its gland mask + fixed TRUS (the mask-input model)
+    assert net.in_channels == 2  # default: moving MR + fixed TRUS only (the image-only cascade)
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == net.in_channels
 
@@ -88,20 +88,20 @@ def _pairs_without_moving_labels(root: Path, n: int = 3) -> Path:
     return root
 
 
-def test_default_inference_without_the_mr_gland_label_fails_clearly(tmp_path):
+def test_mask_input_inference_without_the_mr_gland_label_fails_clearly(tmp_path):
     data = _pairs_without_moving_labels(tmp_path / "data")
     with pytest.raises(Exception) as info:  # noqa: PT011 (MONAI's config parser wraps the ValueError in a RuntimeError)
-        _workflow(["inference.json"], "infer", run=False, dataset_dir=str(data), output_dir=str(tmp_path / "out"))
+        _workflow(["inference.json", "mask_input.json"], "infer", run=False, dataset_dir=str(data), output_dir=str(tmp_path / "out"))
     err = info.value if isinstance(info.value, ValueError) else info.value.__cause__
     assert isinstance(err, ValueError)
     msg = str(err)
     for needle in ("3 of 3 pairs have no moving label file", "case000, case001, case002", "MR gland segmentation",
-                   "moving_labels/", "configs/cascade.json", "model_cascade.pt"):
+                   "moving_labels/", "configs/mask_input.json", "configs/inference.json alone"):
         assert needle in msg, (needle, msg)
     assert not (tmp_path / "out").exists()
-    # the documented image-only options run on the same folder (images only)
-    for option in ("cascade.json", "image_only.json"):
-        wf = _workflow(["inference.json", option], "infer", run=False, dataset_dir=str(data), output_dir=str(tmp_path / "out"))
+    # the default and the end-to-end image-only option run on the same folder (images only)
+    for configs in (["inference.json"], ["inference.json", "image_only.json"]):
+        wf = _workflow(configs, "infer", run=False, dataset_dir=str(data), output_dir=str(tmp_path / "out"))
         assert wf.parser.get_parsed_content("network_def").in_channels == 2
 
 
@@ -169,9 +169,9 @@ def test_train_evaluate_infer_end_to_end(sample_pairs, tmp_path):
     assert 0.0 <= summary["folding_pct"] < 5.0 and np.isfinite(summary["tre_median_mm"])
     rows = list(csv.DictReader(open(tmp_path / "runs" / "eval" / "cases.csv")))
     assert [r["case_id"] for r in rows] == ["case000", "case001"]
-    # 3. inference (default: mask input, the moving gland label read as a network input): DDF, warped image and integer labels in the fixed file's own space
+    # 3. inference (the mask-input variant, as trained above: the moving gland label read as a network input): DDF, warped image and integer labels in the fixed file's own space
     out = tmp_path / "infer"
-    _workflow(["inference.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "models" / "model.pt"),
+    _workflow(["inference.json", "mask_input.json"], "infer", dataset_dir=str(root), ckpt_path=str(tmp_path / "models" / "model.pt"),
               output_dir=str(out), case_ids=["case002"], write_itk_transform=False, num_threads=1)
     folder = out / "case002"
     names = sorted(p.name for p in folder.iterdir())
@@ -216,9 +216,9 @@ def test_ckpt_export_traced(tmp_path):
     # LocalNet does not script (list comprehensions over modules); tracing is exact for this static graph
     ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
                 meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
-                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 3, 24, 32, 24])
+                bundle_root=str(BUNDLE), use_trace=True, input_shape=[1, 2, 24, 32, 24])
     ts = torch.jit.load(str(tmp_path / "model.ts"))
-    x = torch.rand(1, 3, 24, 32, 24)
+    x = torch.rand(1, 2, 24, 32, 24)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-4)
 
@@ -228,8 +228,8 @@ def test_shipped_torchscript_matches_the_shipped_weights():
     assert path.is_file(), "models/model.ts is shipped (regenerate with the ckpt_export command of docs/README.md)"
     ts = torch.jit.load(str(path), map_location="cpu")
     net = load_bundle_network(BUNDLE)
-    assert net.in_channels == 3  # the default takes MR, MR gland mask and TRUS
-    x = torch.rand(2, 3, 24, 32, 24, generator=torch.Generator().manual_seed(0))
+    assert net.in_channels == 2  # the default takes MR and TRUS only
+    x = torch.rand(2, 2, 24, 32, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = net(x)
         torch.testing.assert_close(ts(x), ref, atol=1e-4, rtol=1e-4)
@@ -258,15 +258,14 @@ def test_train_cascade_config_builds_one_image_only_network(tmp_path):
     assert wf.parser.get_parsed_content("cascade_path") == str(tmp_path) + "/model_cascade.pt"
 
 
-def test_cascade_option_is_image_only_and_traces_exactly():
+def test_default_is_the_image_only_cascade_and_the_mask_input_variant_loads():
     from medrobust.registration.cascade import SegmentThenRegister
 
-    path = BUNDLE / "models" / "model_cascade.pt"
-    assert path.is_file(), "models/model_cascade.pt is shipped (configs/train_cascade.json, command in docs/README.md)"
-    net = load_bundle_network(BUNDLE, config_files=["inference.json", "cascade.json"], weights=path)  # strict load
-    assert isinstance(net, SegmentThenRegister) and net.in_channels == 2  # MR and TRUS only
-    x = torch.rand(2, 2, 24, 32, 24, generator=torch.Generator().manual_seed(0))
+    net = load_bundle_network(BUNDLE)  # strict load of models/model.pt
+    assert isinstance(net, SegmentThenRegister) and net.in_channels == 2 and net.stage == "all"
+    mask_net = load_bundle_network(BUNDLE, config_files=["inference.json", "mask_input.json"],
+                                   weights=BUNDLE / "models" / "model_mask_input.pt")  # strict load
+    assert mask_net.in_channels == 3
+    x = torch.rand(2, 3, 24, 32, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ref = net(x)
-        torch.testing.assert_close(torch.jit.trace(net, x[:1])(x), ref, atol=1e-4, rtol=1e-4)
-    assert ref.abs().max() > 0.1  # trained weights
+        assert mask_net(x).abs().max() > 0.1  # trained weights

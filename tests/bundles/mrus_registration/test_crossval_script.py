@@ -57,8 +57,8 @@ def test_cascade_rows_per_fold_resume_and_table(tmp_path):
     fold0 = out / "mask_input_bending" / "fold0"
     for stage in ("none", "global", "all", "all_bn", "cascade_hard_global", "cascade_hard_all", "cascade_hard_all_bn"):
         assert (fold0 / f"{stage}.json").is_file(), stage
-    cascade_net = load_bundle_network(BUNDLE, config_files=["inference.json", "cascade.json"], weights=fold0 / "cascade_hard.pt")
-    assert cascade_net.in_channels == 2  # the fold's image-only network, loadable by the bundle's cascade config
+    cascade_net = load_bundle_network(BUNDLE, weights=fold0 / "cascade_hard.pt")
+    assert cascade_net.in_channels == 2  # the fold's image-only network, loadable by the bundle's default inference config
     rows = json.loads((fold0 / "cascade_hard_all.json").read_text())["rows"]
     assert [r["case_id"] for r in rows] == ["case2", "case3"]  # the held-out pairs of fold 0 only
     seg = json.loads((out / "segmenter" / "fold0" / "seg.json").read_text())
