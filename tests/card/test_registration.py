@@ -94,6 +94,9 @@ def test_registration_bundle_from_its_config(bundle, pairs, tmp_path):
     img = bundle.parent / "image_only"
     shutil.copytree(bundle, img)
     cfg.update(moving_mask_input=False, ckpt_path="$@bundle_root + '/models/model_image_only.pt'")
+    if "registration_def" in cfg:  # mrus_registration >= 0.5.0: the default is the cascade; image_only.json's end-to-end network
+        cfg.update(network_def="@registration_def")
+        cfg["registration_def"]["in_channels"] = 2
     (img / "configs" / "inference.json").write_text(json.dumps(cfg))
     b2 = load_registration_bundle(img)
     assert b2.moving_keys == ["moving_image"] and b2.weights.name == "model_image_only.pt"
