@@ -21,7 +21,7 @@ attack (``--queries``), each pair registered with the next pair's TRUS (does the
 TRUS image at all?) and, for every network but the first, PGD examples transferred from the first
 (undefended) network. Writes ``OUT/robustness.json``, ``OUT/robustness.md`` and
 ``OUT/pairs.csv`` (per pair, network, attack and eps), caches finished (network, attack, eps)
-cells under ``OUT/cells/`` so that a rerun resumes, and changes the README table between the
+cells under ``OUT/cells/`` (keyed by the weights' sha256, configs and attack settings) so that a rerun resumes, and changes the README table between the
 ``--marker`` markers (default ``robustness``) only with ``--update_readme``. Exits with status 2 and a message when a
 requested model file does not exist.
 """
@@ -56,6 +56,24 @@ def _rel(path: Path) -> str:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return str(path)
+
+
+def file_digest(path: Path | None) -> str | None:
+    """sha256 (first 16 hex digits) of a weights file: cells are cached by what was attacked, not by its path."""
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def cell_key(weights: Path, source: Path | None, attack: str, eps: float, ids: list, overrides: dict, settings: dict,
+             configs: list) -> str:
+    """The cache key of one (network, attack, eps, pairs) cell: weights by content, configs, overrides and attack settings."""
+    return json.dumps([file_digest(weights), file_digest(source), attack, eps, list(ids), overrides, settings, list(configs)],
+                      sort_keys=True)
 
 
 def _cell(rows: list[dict], adversarial: bool) -> dict:
@@ -140,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, ids in splits:
             weights = path_of[(name, k)]
             src = path_of[(networks[0][0], k)] if attack == "transfer" else None
-            key = json.dumps([str(weights), str(src), attack, eps, ids, overrides, settings]
-                             + ([cfgs] if cfgs != ["inference.json"] else []), sort_keys=True)
+            key = cell_key(weights, src, attack, eps, ids, overrides, settings, cfgs)
             cache = args.out / "cells" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
             if cache.is_file():
                 rows += json.loads(cache.read_text())["rows"]

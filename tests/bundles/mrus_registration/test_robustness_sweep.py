@@ -40,3 +40,15 @@ def test_sweep_writes_ci_tables_and_masking_checks_and_resumes(tmp_path):
     assert _sweep().main(argv) == 0  # resumes: every cell read back, none recomputed
     assert [(tmp_path / "cells" / c).stat().st_mtime_ns for c in cells] == mtimes
     assert (BUNDLE / "docs" / "README.md").read_bytes() == readme  # no --update_readme, no README change
+
+
+def test_cells_are_keyed_by_weights_content_not_path(tmp_path):
+    sweep = _sweep()
+    a, b, c = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"
+    a.write_bytes(b"weights one")
+    b.write_bytes(b"weights one")
+    c.write_bytes(b"weights two")
+    args = ("pgd", 0.01, ["obs000"], {}, {"steps": 20}, ["train.json"])
+    assert sweep.cell_key(a, None, *args) == sweep.cell_key(b, None, *args)  # a copy attacks the same network
+    assert sweep.cell_key(a, None, *args) != sweep.cell_key(c, None, *args)  # replaced weights are not served from cache
+    assert sweep.cell_key(a, None, *args) != sweep.cell_key(a, None, *args[:-1], ["inference.json"])
