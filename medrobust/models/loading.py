@@ -193,10 +193,18 @@ def extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_weights(network: torch.nn.Module, weights: str | Path) -> None:
+def load_weights(network: torch.nn.Module, weights: str | Path, *, submodule: str | None = None) -> None:
     """Load a state dict file (or a checkpoint holding one) into ``network``, strictly.
 
     ``torch.load(..., weights_only=True)``; a ``module.`` prefix is stripped.
+
+    Args:
+        network: the module to load into.
+        weights: path of the state dict or checkpoint.
+        submodule: when the file holds a wrapping module (e.g. the registration bundle's
+            ``SegmentThenRegister``, whose registration network is ``registration``), load only the
+            keys under ``<submodule>.`` with that prefix removed. A file with no key under it is
+            loaded as it is, so one setting serves both kinds of checkpoint.
 
     Raises:
         FileNotFoundError: no such file.
@@ -210,6 +218,10 @@ def load_weights(network: torch.nn.Module, weights: str | Path) -> None:
     except Exception as e:  # a TorchScript archive or a pickled module ends up here
         raise ValueError(f"{weights}: cannot be read as a state dict with weights_only=True ({e}).") from e
     sd = extract_state_dict(obj, weights)
+    if submodule:
+        head = submodule.rstrip(".") + "."
+        if any(k.startswith(head) for k in sd):
+            sd = {k[len(head):]: v for k, v in sd.items() if k.startswith(head)}
     try:
         result = network.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatches raise even with strict=False

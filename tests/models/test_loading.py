@@ -178,3 +178,18 @@ def test_probability_conventions() -> None:
         probability_from_logits(two, activation="relu")
     with pytest.raises(ValueError, match=r"\(B, K\)"):
         probability_from_logits(torch.rand(2, 2, 4, 4))
+
+
+def test_load_weights_submodule_of_a_wrapping_checkpoint(tmp_path: Path) -> None:
+    from medrobust.models import load_weights
+
+    inner = torch.nn.Conv3d(2, 3, 3)
+    wrapper = torch.nn.ModuleDict({"segmenter": torch.nn.Conv3d(1, 1, 1), "registration": inner})
+    torch.save(wrapper.state_dict(), tmp_path / "wrapped.pt")
+    torch.save(inner.state_dict(), tmp_path / "plain.pt")
+    for name in ("wrapped.pt", "plain.pt"):
+        target = torch.nn.Conv3d(2, 3, 3)
+        load_weights(target, tmp_path / name, submodule="registration")
+        assert torch.equal(target.weight, inner.weight), name
+    with pytest.raises(ValueError, match="do not match"):
+        load_weights(torch.nn.Conv3d(2, 3, 3), tmp_path / "wrapped.pt")

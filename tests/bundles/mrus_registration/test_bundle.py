@@ -269,3 +269,20 @@ def test_default_is_the_image_only_cascade_and_the_mask_input_variant_loads():
     x = torch.rand(2, 3, 24, 32, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert mask_net(x).abs().max() > 0.1  # trained weights
+
+
+def test_robust_fine_tune_starts_from_the_shipped_cascade_registration_network():
+    # train_robust.json's default `pretrained` is models/model.pt, the cascade; its registration
+    # network (the part attacks on the TRUS image reach) is what the fine-tune starts from
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "train_robust.json")])
+    parser["bundle_root"] = str(BUNDLE)
+    parser["device"] = "cpu"
+    net = parser.get_parsed_content("network")
+    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    own = net.state_dict()
+    reg = {k[len("registration."):]: v for k, v in shipped.items() if k.startswith("registration.")}
+    assert reg and reg.keys() == own.keys()
+    assert all(torch.equal(own[k], v) for k, v in reg.items())
