@@ -68,6 +68,7 @@ from medrobust.core.defenses import (
 from medrobust.core.attacks.eot import PredictiveMean
 from medrobust.core.defenses.bayesian import LastLayerPosterior, last_bayesian_layer
 from medrobust.core.metrics.probabilistic import probabilistic_robustness
+from medrobust.core.utils import append_csv_row
 from medrobust.data.medmnist import BREASTMNIST_MALIGNANT_POSITIVE, load_medmnist
 from medrobust.models.bundle import load_bundle_network
 from medrobust.sensitivity.intervals import bootstrap_indices, percentile_interval
@@ -182,15 +183,6 @@ def degenerate(pred_malignant: float) -> str:
     return "all benign" if pred_malignant == 0 else "all malignant" if pred_malignant == 1 else ""
 
 
-def append_row(path: Path, row: dict, keys: list[str]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
 def tune(args: argparse.Namespace) -> None:
     """Validation-split grid (seed 0): CNI's initial noise scale; the private rows' (lr, C, epochs)."""
     path = args.out / "tuning.csv"
@@ -221,7 +213,7 @@ def tune(args: argparse.Namespace) -> None:
         row = {"method": method, "setting": name, "val_balanced_accuracy": balanced_accuracy_score(yva.numpy(), pred),
                "val_auc": roc_auc_score(yva.numpy(), p[:, 1]), "val_accuracy": float((pred == yva.numpy()).mean()),
                "val_pred_malignant": float(pred.mean()), "epsilon": res.get("epsilon", ""), "train_s": round(train_s, 1)}
-        append_row(path, row, keys)
+        append_csv_row(path, row, keys)
         print(f"tune {method} {name}: val balanced acc {row['val_balanced_accuracy']:.3f} auc {row['val_auc']:.3f} "
               f"pred malignant {row['val_pred_malignant']:.2f} ({train_s:.0f}s)", flush=True)
     tuning_table(path)
@@ -287,7 +279,7 @@ def prob_robustness(args: argparse.Namespace) -> None:
                "share_p_safe_ge_0.9": float((est >= 0.9).mean()), "mean_samples": float(r.n_samples.double().mean()),
                "max_samples": int(r.n_samples.max()), "n": len(est), "seconds": round(time.time() - t0, 1),
                "guarantee": r.guarantee}
-        append_row(path, row, keys)
+        append_csv_row(path, row, keys)
         print({k: row[k] for k in keys[:-1]}, "\n", r.guarantee, flush=True)
 
 
@@ -376,7 +368,7 @@ def main() -> None:
                        degenerate=degenerate(pm), settings=settings.get("sidp" if method == "dp-sgd" else method, ""))
             if method.startswith("bll"):
                 row["head_kl"] = float(last_bayesian_layer(res["model"]).kl())
-            append_row(csv_path, row, keys)
+            append_csv_row(csv_path, row, keys)
             print(f"{method} seed {seed}: clean {row['clean_accuracy']:.3f} (pred malignant {pm:.2f}) pgd {row['pgd']:.3f} "
                   f"eot {row.get('pgd_eot', float('nan')):.3f} square {row['square']:.3f} "
                   f"train {train_s:.0f}s eval {row['eval_s']}s", flush=True)

@@ -61,6 +61,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from medrobust.core.utils import append_csv_row
+
 __all__ = [
     "POLICIES",
     "DECAYING",
@@ -274,12 +276,7 @@ def sweep(run: Callable[[str, Mapping[str, Any], int], Mapping[str, float]], pol
                **metrics}
         if fields is None:
             fields = list(row)
-        new = not out.is_file()
-        with open(out, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_csv_row(out, row, fields)
         rows.append(row)
         logger.info("lr sweep %s seed %s: %s", name, seed, metrics)
     return rows

@@ -15,13 +15,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import csv
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
 import torch
 from torch import nn
 
-__all__ = ["eval_mode", "class_logits", "clip_to_bounds", "model_output", "base_seed", "derive_seed"]
+__all__ = ["eval_mode", "class_logits", "clip_to_bounds", "model_output", "base_seed", "derive_seed", "append_csv_row"]
 
 _MASK63 = (1 << 63) - 1
 
@@ -174,3 +176,24 @@ def derive_seed(*parts: int) -> int:
     for p in parts:  # a small splitmix-style mix
         s = (s ^ (int(p) + 0x9E3779B97F4A7C15 + (s << 6) + (s >> 2))) & _MASK63
     return s
+
+
+def append_csv_row(path: str | os.PathLike, row: dict[str, Any], fieldnames: list[str]) -> None:
+    """Append one row to the CSV file ``path``, writing the header first if the file is new.
+
+    The incremental store of long jobs: each finished item is on disk before the next starts, so a
+    crash loses at most the item in progress. Keys of ``row`` not in ``fieldnames`` are ignored.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "rows.csv"
+        >>> append_csv_row(p, {"a": 1, "b": 2, "extra": 0}, ["a", "b"]); append_csv_row(p, {"a": 3, "b": 4}, ["a", "b"])
+        >>> p.read_text().splitlines()
+        ['a,b', '1,2', '3,4']
+    """
+    new = not os.path.isfile(path)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)

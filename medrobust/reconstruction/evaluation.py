@@ -49,6 +49,7 @@ import torch
 from medrobust.core.attacks import fnaf, kspace_pgd
 from medrobust.core.attacks.fnaf import false_negatives
 from medrobust.core.metrics.reconstruction import nmse, psnr, ssim
+from medrobust.core.utils import append_csv_row
 from medrobust.reconstruction.fft import fft2c
 from medrobust.reconstruction.simulation import coil_sensitivities, zero_filled
 
@@ -361,12 +362,7 @@ def evaluate_split(
                     net.eval()
                 m = evaluate_volume(net, gt, mask, phase, seed=seed, num_coils=num_coils, **kwargs)
                 row = {"model": name, "acceleration": str(acc), "volume_id": vol.volume_id, **m}
-                new = not path.is_file()
-                with open(path, "a", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-                    if new:
-                        w.writeheader()
-                    w.writerow(row)
+                append_csv_row(path, row, fields)
                 rows.append({k: str(val) for k, val in row.items()})
     return _write_summary(rows, out, list(nets), accelerations, metrics, seed)
 
